@@ -1,0 +1,36 @@
+# `make demo` and `make test` each create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench lint clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# the CPU build of torch first: a bare range would pull a multi-GB CUDA build
+	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet "torch>=2.2,<=2.14.1"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pyro-vae train --out runs/demo --overwrite
+	@echo "figures: runs/demo/*.png  metrics: runs/demo/metrics.json"
+	@$(BIN)/python -c "import json; m = json.load(open('runs/demo/metrics.json')); \
+	print(f\"test ELBO {m['test_elbo']:.2f} nats, test log-likelihood {m['test_log_likelihood']:.2f} nats (K={m['num_particles']})\")"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ""
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/vae_throughput.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check pyro_vae tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

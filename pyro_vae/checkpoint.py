@@ -1,0 +1,72 @@
+"""Checkpoints: plain tensors, numbers and strings, written atomically, loaded without pickle code.
+
+A checkpoint is a dict with ``format_version``, ``epoch``, ``config`` (nested dict),
+``model_state`` and ``guide_state`` (state dicts), ``optimizer_state`` and
+``metrics``.  ``torch.load(weights_only=True)`` refuses anything that would
+execute code, so loading a hostile file cannot run it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+__all__ = ["FORMAT_VERSION", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint"]
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "epoch", "config", "model_state", "guide_state")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically; the file replaced is kept as ``*.prev.pt``.
+
+    The bytes go to a temporary file in the same folder, are flushed and fsynced,
+    and only then renamed over ``path``: a crash at any moment leaves either the
+    old or the new checkpoint complete on disk.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, path.with_suffix(".prev.pt"))
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint; ``UserError`` for anything that is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, or a pickle carrying code
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is not a readable pyro-vae checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
+        raise UserError(f"{path} is not a pyro-vae checkpoint (missing {', '.join(REQUIRED_KEYS)})")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has checkpoint format {payload['format_version']!r}; "
+            f"this pyro-vae reads format {FORMAT_VERSION}"
+        )
+    return payload

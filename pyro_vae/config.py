@@ -1,0 +1,259 @@
+"""Run configuration: TOML or dict -> validated dataclasses, with clear errors.
+
+A config has the sections ``[data] [model] [prior] [likelihood] [guide]
+[inference] [train]``.  Every key is checked: unknown keys, wrong types and
+impossible values raise :class:`~pyro_vae.errors.UserError` naming the key and
+what is allowed.  ``--set section.key=value`` overrides parse ``value`` as TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "PriorConfig",
+    "LikelihoodConfig",
+    "GuideConfig",
+    "InferenceConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+    "dump_toml",
+]
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist5k"
+    path: str | None = None
+    data_dir: str | None = None
+    binarize: str = "dynamic"
+
+    def validate(self) -> None:
+        from .data import BINARIZE_MODES, DATASETS
+
+        _choice("data.binarize", self.binarize, BINARIZE_MODES)
+        if self.path is None:
+            _choice("data.dataset", self.dataset, DATASETS.names())
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 50
+    network: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [400])
+    activation: str = "softplus"
+
+    def validate(self) -> None:
+        from .nets import ACTIVATIONS, NETWORKS
+
+        _positive("model.latent_dim", self.latent_dim)
+        for size in self.hidden:
+            _positive("model.hidden", size)
+        _choice("model.network", self.network, NETWORKS.names())
+        _choice("model.activation", self.activation, sorted(ACTIVATIONS))
+
+
+@dataclass
+class PriorConfig:
+    name: str = "normal"
+
+    def validate(self) -> None:
+        from .priors import PRIORS
+
+        _choice("prior.name", self.name, PRIORS.names())
+
+
+@dataclass
+class LikelihoodConfig:
+    name: str = "bernoulli"
+
+    def validate(self) -> None:
+        from .likelihoods import LIKELIHOODS
+
+        _choice("likelihood.name", self.name, LIKELIHOODS.names())
+
+
+@dataclass
+class GuideConfig:
+    name: str = "gaussian"
+
+    def validate(self) -> None:
+        from .guides import GUIDES
+
+        _choice("guide.name", self.name, GUIDES.names())
+
+
+@dataclass
+class InferenceConfig:
+    elbo: str = "trace"
+    num_particles: int = 1
+    eval_particles: int = 1000
+
+    def validate(self) -> None:
+        from .infer import ELBOS
+
+        _choice("inference.elbo", self.elbo, ELBOS.names())
+        _positive("inference.num_particles", self.num_particles)
+        _positive("inference.eval_particles", self.eval_particles)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        _positive("train.epochs", self.epochs)
+        _positive("train.batch_size", self.batch_size)
+        if not self.lr > 0:
+            raise UserError(f"train.lr must be > 0, got {self.lr}")
+        if self.seed < 0:
+            raise UserError(f"train.seed must be >= 0, got {self.seed}")
+        _choice("train.device", self.device, ("cpu", "cuda"))
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (TOML/JSON/checkpoint safe)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, mapping: dict[str, Any]) -> "RunConfig":
+        """Build and validate; every problem is a ``UserError`` naming ``section.key``."""
+        if not isinstance(mapping, dict):
+            raise UserError(f"a config must be a table of sections, got {type(mapping).__name__}")
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        unknown = set(mapping) - set(sections)
+        if unknown:
+            raise UserError(
+                f"unknown config section {sorted(unknown)[0]!r}; valid sections: {', '.join(sections)}"
+            )
+        built = {name: _build_section(name, hints[name], mapping.get(name, {})) for name in sections}
+        config = cls(**built)
+        for name in sections:
+            getattr(config, name).validate()
+        return config
+
+
+def _choice(key: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise UserError(f"{key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"{key} must be a positive integer, got {value}")
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    """Check ``value`` against the type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, inner, value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{key} must be a list, got {value!r}")
+        return [_coerce(key, args[0], v) for v in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and hint is not bool or not isinstance(value, hint):
+        raise UserError(f"{key} must be of type {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build_section(name: str, section_cls: type, values: Any):
+    if not isinstance(values, dict):
+        raise UserError(f"config section [{name}] must be a table, got {values!r}")
+    hints = typing.get_type_hints(section_cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise UserError(
+            f"unknown key {name}.{sorted(unknown)[0]}; valid keys in [{name}]: {', '.join(hints)}"
+        )
+    return section_cls(**{k: _coerce(f"{name}.{k}", hints[k], v) for k, v in values.items()})
+
+
+def _parse_toml_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax (numbers, true/false, lists, quoted strings) or a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(mapping: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``mapping`` with each ``section.key=value`` override applied."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in mapping.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise UserError(f"--set expects section.key=value, got {item!r}")
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise UserError(f"config section [{section}] must be a table")
+        target[name] = _parse_toml_value(text.strip())
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Read a TOML file (or start from defaults), apply overrides, validate."""
+    mapping: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            mapping = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    return RunConfig.from_dict(apply_overrides(mapping, list(overrides)))
+
+
+def dump_toml(config: RunConfig) -> str:
+    """TOML text that :func:`load_config` reads back to an equal config (``None`` keys omitted)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(item) for item in v) + "]"
+        return repr(v)
+
+    lines = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {value(v)}" for key, v in values.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)

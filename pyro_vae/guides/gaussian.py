@@ -1,0 +1,42 @@
+"""Amortized diagonal Gaussian q(z|x) = N(mu(x), diag(sigma(x)^2)), (mu, log sigma) from an encoder."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from . import GUIDES
+
+__all__ = ["AmortizedGaussianGuide"]
+
+
+class AmortizedGaussianGuide(nn.Module):
+    """The VAE's encoder distribution: z = y1 + exp(y2) * u with (y1, y2) = encoder(x), u ~ N(0, I).
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        Maps (..., D) to (..., 2 * latent_dim): the mean y1 and the log-scale y2.
+    """
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale), each (..., latent_dim), for x of shape (..., D)."""
+        loc, log_scale = self.encoder(x).chunk(2, dim=-1)
+        return loc, log_scale.exp()
+
+    def forward(self, x: torch.Tensor, *, n: int | None = None) -> torch.Tensor:
+        """Sample z of shape (B, latent_dim) for the batch x of shape (B, D) of a data set of size n."""
+        pyro.module("guide", self)
+        batch = x.shape[0]
+        with pyro.plate("data", size=n or batch, subsample_size=batch):
+            loc, scale = self.encode(x)
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+GUIDES.register("gaussian")(AmortizedGaussianGuide)

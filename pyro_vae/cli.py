@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, default=Path("samples.png"))
     _common(sample)
     sample.set_defaults(func=_sample)
+    # more commands register here: module.add_command(commands, _common)
     return parser
 
 

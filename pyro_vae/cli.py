@@ -162,7 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) as return codes
+        return int(exc.code or 0)
     command: Callable[[argparse.Namespace], dict] = args.func
     try:
         with pyro.validation_enabled(True):

@@ -1,0 +1,104 @@
+"""The VAE model and guide: shapes, plate scaling, the lecture's loss, training, evaluation."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_vae.config import load_config
+from pyro_vae.evaluate import importance_estimate, log_importance_weights
+from pyro_vae.infer import fit, make_elbo
+from pyro_vae.models import build_vae
+from pyro_vae.reference import lecture_loss
+
+D, LATENT = 784, 8
+
+
+@pytest.fixture
+def pair():
+    config = load_config(None, [f"model.latent_dim={LATENT}", "model.hidden=[32]"])
+    return build_vae(config, D)
+
+
+@pytest.fixture
+def batch(mnist5k):
+    return torch.bernoulli(mnist5k.x_test[:16], generator=torch.Generator().manual_seed(1))
+
+
+def test_shapes(pair, batch):
+    model, guide = pair
+    guide_trace = poutine.trace(guide).get_trace(batch, n=1000)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, n=1000)
+    assert guide_trace.nodes["z"]["value"].shape == (16, LATENT)
+    assert model_trace.nodes["x"]["fn"].event_shape == (D,)
+    assert model_trace.nodes["x"]["fn"].batch_shape == (16,)
+    generated = model(n=5)
+    assert generated.shape == (5, D) and set(generated.unique().tolist()) <= {0.0, 1.0}
+    assert model.sample_means(3).shape == (3, D)
+
+
+def test_plate_scales_the_batch_elbo_by_n_over_b(pair, batch):
+    """A batch of B = 16 out of n = 4000 counts 250 times: the ELBO estimates the full data set."""
+    model, guide = pair
+
+    def elbo_estimate(n, replay_from=None):
+        replayed = guide if replay_from is None else poutine.replay(guide, trace=replay_from)
+        guide_trace = poutine.trace(replayed).get_trace(batch, n=n)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, n=n)
+        assert model_trace.nodes["x"]["scale"] == n / 16
+        return (model_trace.log_prob_sum() - guide_trace.log_prob_sum()).item(), guide_trace
+
+    full, guide_trace = elbo_estimate(4000)
+    batch_only, _ = elbo_estimate(16, replay_from=guide_trace)  # the same z
+    assert full / batch_only == pytest.approx(4000 / 16, rel=1e-6)
+
+
+def test_lecture_loss_is_the_analytic_kl_elbo(pair, batch):
+    """BCE + |y1|^2/2 + |e^y2|^2/2 - sum y2 = -ELBO(meanfield) + latent_dim/2, same noise u."""
+    model, guide = pair
+    pyro.set_rng_seed(7)
+    u = dist.Normal(0.0, 1.0).rsample((16, LATENT))
+    pyro.set_rng_seed(7)
+    guide_trace = poutine.trace(guide).get_trace(batch)
+    loc, scale = guide.encode(batch)
+    assert torch.allclose(guide_trace.nodes["z"]["value"], loc + scale * u)
+    pyro.set_rng_seed(7)
+    pyro_loss = make_elbo("meanfield").loss(model, guide, batch)
+    lecture = lecture_loss(guide.encoder, model.decoder, batch, u).sum().item()
+    assert lecture - 16 * LATENT / 2 == pytest.approx(pyro_loss, rel=1e-5)
+
+
+def test_importance_estimate_k1_is_the_elbo_and_larger_k_is_not_below(pair, batch):
+    model, guide = pair
+    pyro.set_rng_seed(0)
+    w = log_importance_weights(model, guide, batch, 1)
+    pyro.set_rng_seed(0)
+    one = importance_estimate(model, guide, batch, num_particles=1)
+    assert torch.equal(one.elbo, one.log_likelihood) and torch.allclose(one.elbo, w[0])
+    # in expectation: the mean of many single-particle estimates is the ELBO estimate
+    many = log_importance_weights(model, guide, batch, 2000)
+    assert many.mean() == pytest.approx(one.elbo.mean().item(), abs=4 * many.std().item() / 16**0.5)
+    k100 = importance_estimate(model, guide, batch, num_particles=100)
+    assert (k100.log_likelihood >= k100.elbo).all()  # Jensen, per data point
+    assert k100.log_likelihood.mean() > many.mean()
+
+
+def test_pyro_svi_trains_the_same_pair(pair, batch):
+    """The model and guide are ordinary Pyro: SVI with pyro.optim works on them too."""
+    model, guide = pair
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), pyro.infer.Trace_ELBO())
+    losses = [svi.step(batch) for _ in range(30)]
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_a_few_epochs_raise_the_test_elbo(pair, mnist5k):
+    model, guide = pair
+    x_train = torch.bernoulli(mnist5k.x_train[:600], generator=torch.Generator().manual_seed(0))
+    x_test = torch.bernoulli(mnist5k.x_test[:200], generator=torch.Generator().manual_seed(1))
+    before = importance_estimate(model, guide, x_test, 1).elbo.mean().item()
+    result = fit(model, guide, x_train, x_test=x_test, epochs=3, batch_size=64, lr=3e-3,
+                 progress=False)
+    assert len(result.train_elbo) == len(result.test_elbo) == 3
+    assert result.test_elbo[-1] > before + 100  # from ~-550 nats to under -250
+    assert result.test_elbo[-1] > result.test_elbo[0]

@@ -39,6 +39,9 @@ class DataConfig:
     path: str | None = None
     data_dir: str | None = None
     binarize: str = "dynamic"
+    # keep only the first N examples of the (already shuffled) split: quick runs and tests
+    train_size: int | None = None
+    test_size: int | None = None
 
     def validate(self) -> None:
         from .data import BINARIZE_MODES, DATASETS
@@ -46,6 +49,9 @@ class DataConfig:
         _choice("data.binarize", self.binarize, BINARIZE_MODES)
         if self.path is None:
             _choice("data.dataset", self.dataset, DATASETS.names())
+        for key in ("train_size", "test_size"):
+            if getattr(self, key) is not None:
+                _positive(f"data.{key}", getattr(self, key))
 
 
 @dataclass
@@ -54,6 +60,7 @@ class ModelConfig:
     network: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # network "conv" only
 
     def validate(self) -> None:
         from .nets import ACTIVATIONS, NETWORKS
@@ -61,45 +68,78 @@ class ModelConfig:
         _positive("model.latent_dim", self.latent_dim)
         for size in self.hidden:
             _positive("model.hidden", size)
+        for size in self.channels:
+            _positive("model.channels", size)
         _choice("model.network", self.network, NETWORKS.names())
         _choice("model.activation", self.activation, sorted(ACTIVATIONS))
 
 
 @dataclass
 class PriorConfig:
+    """``components``: K of ``mixture`` and ``vamp``; ``df``: degrees of freedom of ``student_t``."""
+
     name: str = "normal"
+    components: int = 10
+    df: float = 3.0
 
     def validate(self) -> None:
         from .priors import PRIORS
 
         _choice("prior.name", self.name, PRIORS.names())
+        _positive("prior.components", self.components)
+        _greater("prior.df", self.df, 0.0)
 
 
 @dataclass
 class LikelihoodConfig:
+    """``scale``/``learn_scale``: sigma of ``gaussian``; ``epsilon``: the data clamp of ``beta``."""
+
     name: str = "bernoulli"
+    scale: float = 0.1
+    learn_scale: bool = False
+    epsilon: float = 1.0 / 510.0
 
     def validate(self) -> None:
-        from .likelihoods import LIKELIHOODS
+        from .likelihoods import LIKELIHOODS, MIN_GAUSSIAN_SCALE
 
         _choice("likelihood.name", self.name, LIKELIHOODS.names())
+        _greater("likelihood.scale", self.scale, MIN_GAUSSIAN_SCALE)
+        _greater("likelihood.epsilon", self.epsilon, 0.0)
+        if not self.epsilon < 0.5:
+            raise UserError(f"likelihood.epsilon must be < 0.5, got {self.epsilon}")
 
 
 @dataclass
 class GuideConfig:
+    """``flows``/``flow_hidden``: IAF layers of ``iaf`` and their hidden sizes ([] = 2 * latent_dim)."""
+
     name: str = "gaussian"
+    flows: int = 2
+    flow_hidden: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         from .guides import GUIDES
 
         _choice("guide.name", self.name, GUIDES.names())
+        _positive("guide.flows", self.flows)
+        for size in self.flow_hidden:
+            _positive("guide.flow_hidden", size)
 
 
 @dataclass
 class InferenceConfig:
-    elbo: str = "trace"
+    """``elbo = "auto"`` resolves to ``meanfield`` (closed-form KL) when ``kl_divergence(q, p)``
+    is registered for the guide's and prior's distributions, else to ``trace`` (Monte Carlo).
+
+    ``kl_warmup_epochs``: the KL term's weight grows linearly from ~0 to 1 over that many epochs.
+    ``free_bits``: nats per example below which the batch-mean KL is not penalised further.
+    """
+
+    elbo: str = "auto"
     num_particles: int = 1
     eval_particles: int = 1000
+    kl_warmup_epochs: int = 0
+    free_bits: float = 0.0
 
     def validate(self) -> None:
         from .infer import ELBOS
@@ -107,6 +147,10 @@ class InferenceConfig:
         _choice("inference.elbo", self.elbo, ELBOS.names())
         _positive("inference.num_particles", self.num_particles)
         _positive("inference.eval_particles", self.eval_particles)
+        if self.kl_warmup_epochs < 0:
+            raise UserError(f"inference.kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
+        if not self.free_bits >= 0:
+            raise UserError(f"inference.free_bits must be >= 0, got {self.free_bits}")
 
 
 @dataclass
@@ -168,6 +212,11 @@ def _choice(key: str, value: Any, choices) -> None:
 def _positive(key: str, value: int) -> None:
     if value < 1:
         raise UserError(f"{key} must be a positive integer, got {value}")
+
+
+def _greater(key: str, value: float, bound: float) -> None:
+    if not value > bound:  # also rejects NaN
+        raise UserError(f"{key} must be > {bound:.3g}, got {value}")
 
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:

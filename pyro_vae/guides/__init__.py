@@ -1,9 +1,20 @@
-"""Variational families q(z | x), chosen by name from :data:`GUIDES`."""
+"""Variational families q(z | x), chosen by name from :data:`GUIDES`.
+
+A guide is an ``nn.Module`` called as ``guide(x, n=N)`` that samples the site "z"
+inside the data plate.  Its class has ``encoder_features(latent_dim)`` (how many
+outputs the encoder network needs) and is built with the keyword arguments its
+signature names, out of ``encoder``, ``latent_dim`` and the ``[guide]`` config
+entries (``flows``, ``flow_hidden``).  Guides with a Gaussian head also have
+``encode(x) -> (loc, scale)``, used by the figures and the ``vamp`` prior.
+"""
 
 from ..registry import Registry
 
 GUIDES = Registry("guide")
 
-from .gaussian import AmortizedGaussianGuide  # noqa: E402  (registers itself in GUIDES)
+# the modules below register themselves in GUIDES
+from .delta import DeltaGuide  # noqa: E402
+from .gaussian import AmortizedGaussianGuide  # noqa: E402
+from .iaf import IAFGuide  # noqa: E402
 
-__all__ = ["GUIDES", "AmortizedGaussianGuide"]
+__all__ = ["GUIDES", "AmortizedGaussianGuide", "DeltaGuide", "IAFGuide"]

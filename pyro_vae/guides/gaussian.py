@@ -25,18 +25,25 @@ class AmortizedGaussianGuide(nn.Module):
         super().__init__()
         self.encoder = encoder
 
+    @staticmethod
+    def encoder_features(latent_dim: int) -> int:
+        return 2 * latent_dim
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loc, scale), each (..., latent_dim), for x of shape (..., D)."""
         loc, log_scale = self.encoder(x).chunk(2, dim=-1)
         return loc, log_scale.exp()
+
+    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+        """q(z | x) with batch shape x.shape[:-1] and event shape (latent_dim,)."""
+        return dist.Normal(*self.encode(x)).to_event(1)
 
     def forward(self, x: torch.Tensor, *, n: int | None = None) -> torch.Tensor:
         """Sample z of shape (B, latent_dim) for the batch x of shape (B, D) of a data set of size n."""
         pyro.module("guide", self)
         batch = x.shape[0]
         with pyro.plate("data", size=n or batch, subsample_size=batch):
-            loc, scale = self.encode(x)
-            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            return pyro.sample("z", self.posterior(x))
 
 
 GUIDES.register("gaussian")(AmortizedGaussianGuide)

@@ -1,0 +1,60 @@
+"""Deterministic encoder q(z|x) = delta(z - f(x)): the autoencoder, or MAP, limit of the VAE.
+
+With a point mass the ELBO has no entropy term: E_q[log p(x, z) - log q(z|x)] is
+log p(x, f(x)) = log p(x | z*) + log p(z*), a reconstruction term plus a penalty
+log p(z*) on the code (an L2 penalty for the normal prior).  That is a joint
+log-density at one point, not a bound on log p(x), and no importance-sampled
+log p(x) exists (q has no density to divide by); :func:`pyro_vae.experiment.evaluate_vae`
+therefore reports the test "ELBO" as the joint log-density and the
+log-likelihood as unavailable.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from . import GUIDES
+
+__all__ = ["DeltaGuide"]
+
+
+class DeltaGuide(nn.Module):
+    """q(z | x) = delta(z - encoder(x)).
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        Maps (..., D) to the code (..., latent_dim).
+    """
+
+    point_mass = True  # read by the evaluation: no entropy, no importance-sampled log p(x)
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    @staticmethod
+    def encoder_features(latent_dim: int) -> int:
+        return latent_dim
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(code, zeros), each (..., latent_dim): the point mass has scale 0."""
+        loc = self.encoder(x)
+        return loc, torch.zeros_like(loc)
+
+    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+        """delta(z - encoder(x)) with batch shape x.shape[:-1] and event shape (latent_dim,)."""
+        return dist.Delta(self.encoder(x), event_dim=1)
+
+    def forward(self, x: torch.Tensor, *, n: int | None = None) -> torch.Tensor:
+        """The code z of shape (B, latent_dim) of the batch x of shape (B, D) of a data set of size n."""
+        pyro.module("guide", self)
+        batch = x.shape[0]
+        with pyro.plate("data", size=n or batch, subsample_size=batch):
+            return pyro.sample("z", self.posterior(x))
+
+
+GUIDES.register("delta")(DeltaGuide)

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import pyro
 
+from . import gmm_cli
+from . import toy
 from .config import load_config
 from .data import (
     BINARIZE_MODES,
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, default=Path("samples.png"))
     _common(sample)
     sample.set_defaults(func=_sample)
+    gmm_cli.add_command(commands, _common)
+    toy.add_command(commands, _common)
     # more commands register here: module.add_command(commands, _common)
     return parser
 

@@ -1,0 +1,109 @@
+"""Score-function versus reparameterized gradients of the ELBO w.r.t. guide parameters.
+
+Both estimate the same gradient of L(phi) = E_q[log p(x, z) - log q_phi(z | x)]:
+
+* reparameterized (pathwise): z = g(u, phi, x), gradient of the integrand through g;
+* score function (REINFORCE): E_q[(log p(x, z) - log q(z | x)) grad log q(z | x)],
+  what Pyro's ``Trace_ELBO`` builds when a guide site has no ``rsample``.
+
+:func:`score_function` switches a guide to the second by turning ``has_rsample`` off on
+its sample sites; :func:`compare_gradient_estimators` draws many independent gradient
+estimates each way and reports means, standard errors and variances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyro
+import torch
+from pyro.poutine.messenger import Messenger
+
+__all__ = ["ScoreFunctionMessenger", "score_function", "elbo_gradients", "GradientComparison",
+           "compare_gradient_estimators"]
+
+
+class ScoreFunctionMessenger(Messenger):
+    """Latent sample sites inside this handler are drawn without ``rsample``.
+
+    The innermost base distribution of each site's distribution (through ``Independent``,
+    ``TransformedDistribution``, expansions) gets ``has_rsample_(False)``, so the sample
+    is detached and Pyro's ELBOs fall back to the score-function estimator.
+    """
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"]:
+            return
+        fn = msg["fn"]
+        while hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+        fn.has_rsample_(False)
+
+
+def score_function(fn):
+    """``fn`` (a guide) with every latent site switched to the score-function estimator."""
+    return ScoreFunctionMessenger()(fn)
+
+
+def elbo_gradients(
+    model, guide, x: torch.Tensor, params: Sequence[torch.Tensor], *, num_repeats: int,
+    num_particles: int = 1, reparameterized: bool = True,
+) -> torch.Tensor:
+    """``num_repeats`` independent estimates of grad_params ELBO(x), shape (R, P).
+
+    Each estimate averages ``num_particles`` vectorized particles; P is the total number
+    of entries of ``params``.  The ELBO is for the batch x (its data plate has size B),
+    in nats (higher is better), so these are ascent directions.
+    """
+    elbo = pyro.infer.Trace_ELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
+    guide_fn = guide if reparameterized else score_function(guide)
+    rows = []
+    for _ in range(num_repeats):
+        loss = elbo.differentiable_loss(model, guide_fn, x)
+        grads = torch.autograd.grad(-loss, list(params), allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g
+                 for p, g in zip(params, grads, strict=True)]
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    return torch.stack(rows)
+
+
+@dataclass
+class GradientComparison:
+    """Per-coordinate mean and standard error of each estimator, and their variances, (P,)."""
+
+    mean_reparam: torch.Tensor
+    mean_score: torch.Tensor
+    stderr_reparam: torch.Tensor
+    stderr_score: torch.Tensor
+    var_reparam: torch.Tensor
+    var_score: torch.Tensor
+
+    @property
+    def variance_ratio(self) -> float:
+        """Total variance (trace of the covariance) of score function / reparameterized."""
+        return (self.var_score.sum() / self.var_reparam.sum()).item()
+
+    @property
+    def z_scores(self) -> torch.Tensor:
+        """(mean_score - mean_reparam) / joint standard error, per coordinate."""
+        return (self.mean_score - self.mean_reparam) / (
+            self.stderr_score**2 + self.stderr_reparam**2
+        ).sqrt()
+
+
+def compare_gradient_estimators(
+    model, guide, x: torch.Tensor, params: Sequence[torch.Tensor], *, num_repeats: int = 200,
+    num_particles: int = 1,
+) -> GradientComparison:
+    """Draw ``num_repeats`` gradient estimates each way and summarize them."""
+    stats = {}
+    for name, reparameterized in (("reparam", True), ("score", False)):
+        g = elbo_gradients(model, guide, x, params, num_repeats=num_repeats,
+                           num_particles=num_particles, reparameterized=reparameterized)
+        var = g.var(0)
+        stats.update({f"mean_{name}": g.mean(0), f"stderr_{name}": (var / num_repeats).sqrt(),
+                      f"var_{name}": var})
+    return GradientComparison(**stats)

@@ -1,0 +1,272 @@
+"""The lecture's uniform-scale latent toy model and its exact marginal.
+
+    z ~ Uniform(a, b),    x | z ~ Normal(mu, z),    theta = (a, b, mu),  0 < a < b.
+
+The latent is one-dimensional, so everything the VAE can only estimate is exact
+here.  With c = (x - mu)^2 / 2 and E1 the exponential integral,
+
+    p(x) = 1/(b - a) * int_a^b N(x; mu, z) dz
+         = [E1(c / b^2) - E1(c / a^2)] / (2 sqrt(2 pi) (b - a))
+
+(substitute t = c / z^2), and the posterior is p(z | x) = N(x; mu, z) / ((b - a) p(x))
+on (a, b).  :class:`UniformScaleMarginal` is that marginal as a Pyro distribution
+with analytic gradients, so maximum likelihood and NUTS over theta can integrate z
+out exactly; :func:`log_marginal_quadrature` is the independent check.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from scipy import integrate, special
+from torch import nn
+from torch.nn.functional import softplus
+
+from ..errors import UserError
+
+__all__ = [
+    "UniformScale",
+    "UniformScaleMarginal",
+    "check_theta",
+    "log_e1_difference",
+    "log_marginal_quadrature",
+]
+
+_LOG_2_SQRT_2PI = math.log(2.0 * math.sqrt(2.0 * math.pi))
+# above this argument scipy's exp1 underflows (E1(700) ~ 1e-307): use the asymptotic series
+_E1_ASYMPTOTIC_FROM = 700.0
+
+
+def check_theta(a: float, b: float, mu: float) -> None:
+    """Raise :class:`UserError` unless 0 < a < b and all three are finite."""
+    if not all(math.isfinite(float(v)) for v in (a, b, mu)):
+        raise UserError(f"theta must be finite, got a={a}, b={b}, mu={mu}")
+    if not a > 0:
+        raise UserError(f"the scale's lower bound must be positive: a={a} <= 0")
+    if not a < b:
+        raise UserError(f"the scale's bounds must satisfy a < b: a={a} >= b={b}")
+
+
+def _log_e1(u: np.ndarray) -> np.ndarray:
+    """log E1(u) for u > 0, accurate where E1 itself would underflow."""
+    out = np.empty_like(u)
+    small = u < _E1_ASYMPTOTIC_FROM
+    out[small] = np.log(special.exp1(u[small]))
+    v = u[~small]
+    # E1(v) = e^-v / v * (1 - 1/v + 2/v^2 - 6/v^3 + 24/v^4 - ...); next term < 1e-12 here
+    out[~small] = -v - np.log(v) + np.log1p(-1 / v + 2 / v**2 - 6 / v**3 + 24 / v**4)
+    return out
+
+
+def _log_e1_difference_numpy(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    c, a, b = np.broadcast_arrays(c, a, b)
+    out = np.empty(c.shape)
+    at_mode = c == 0
+    # c = 0 (x = mu): both E1 diverge; their difference tends to 2 log(b / a)
+    out[at_mode] = np.log(2.0 * np.log(b[at_mode] / a[at_mode]))
+    c, a, b = c[~at_mode], a[~at_mode], b[~at_mode]
+    log_e1_b, log_e1_a = _log_e1(c / b**2), _log_e1(c / a**2)
+    # E1 decreases and c/a^2 > c/b^2, so the ratio E1(c/a^2) / E1(c/b^2) lies in (0, 1)
+    out[~at_mode] = log_e1_b + np.log1p(-np.exp(log_e1_a - log_e1_b))
+    return out
+
+
+class _LogE1Difference(torch.autograd.Function):
+    """log D(c, a, b) with D = E1(c / b^2) - E1(c / a^2), differentiable (twice) in c, a, b.
+
+    From d/du E1(u) = -exp(-u) / u:
+        dD/dc = (exp(-c/a^2) - exp(-c/b^2)) / c,  dD/da = -2 exp(-c/a^2) / a,
+        dD/db = 2 exp(-c/b^2) / b,
+    all finite at c = 0.  The backward pass is written in torch operations on the
+    saved output, so autograd can differentiate it again (Hessians, NUTS).
+    """
+
+    @staticmethod
+    def forward(ctx, c, a, b):
+        values = _log_e1_difference_numpy(
+            *(t.detach().cpu().double().numpy() for t in (c, a, b))
+        )
+        out = torch.as_tensor(values, dtype=c.dtype, device=c.device)
+        ctx.save_for_backward(c, a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        c, a, b, out = ctx.saved_tensors
+        k = a.pow(-2) - b.pow(-2)
+        positive = c > 0
+        safe_c = torch.where(positive, c, torch.ones_like(c))
+        # (1 - exp(-c k)) / c, with its limit k at c = 0
+        slope = torch.where(positive, -torch.expm1(-safe_c * k) / safe_c, k)
+        grad_c = -torch.exp(-c / b**2 - out) * slope
+        grad_a = -2.0 * torch.exp(-c / a**2 - out) / a
+        grad_b = 2.0 * torch.exp(-c / b**2 - out) / b
+        return tuple(
+            (grad * g).sum_to_size(t.shape) for g, t in ((grad_c, c), (grad_a, a), (grad_b, b))
+        )
+
+
+def log_e1_difference(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log[E1(c / b^2) - E1(c / a^2)] for c >= 0 and 0 < a < b, broadcast; differentiable."""
+    c, a, b = torch.broadcast_tensors(*(torch.as_tensor(t, dtype=torch.float64) if not
+                                        torch.is_tensor(t) else t for t in (c, a, b)))
+    return _LogE1Difference.apply(c, a, b)
+
+
+class UniformScaleMarginal(dist.TorchDistribution):
+    """The toy model's marginal p(x | a, b, mu) with z integrated out exactly.
+
+    Parameters
+    ----------
+    a, b : tensor
+        Bounds of the scale, 0 < a < b (broadcast with ``mu``).
+    mu : tensor
+        Location.
+    """
+
+    arg_constraints = {"a": constraints.positive, "b": constraints.positive, "mu": constraints.real}
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self, a, b, mu, validate_args=None):
+        self.a, self.b, self.mu = torch.broadcast_tensors(
+            *(torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t)
+              else t for t in (a, b, mu))
+        )
+        super().__init__(self.a.shape, validate_args=validate_args)
+        if self._validate_args and not bool((self.a < self.b).all()):
+            raise ValueError("UniformScaleMarginal needs a < b")
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(UniformScaleMarginal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.a, new.b, new.mu = (t.expand(batch_shape) for t in (self.a, self.b, self.mu))
+        super(UniformScaleMarginal, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def sample(self, sample_shape=()):
+        with torch.no_grad():
+            z = dist.Uniform(self.a, self.b).sample(sample_shape)
+            return dist.Normal(self.mu, z).sample()
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        c = 0.5 * (value - self.mu) ** 2
+        return log_e1_difference(c, self.a, self.b) - _LOG_2_SQRT_2PI - torch.log(self.b - self.a)
+
+
+def log_marginal_quadrature(x, a: float, b: float, mu: float) -> np.ndarray:
+    """log p(x) by adaptive quadrature of N(x; mu, z) / (b - a) over z in (a, b), per point.
+
+    Independent of the E1 closed form; used to check it.  ``x`` is array-like (N,).
+    """
+    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+
+    def density(z, xi):
+        return math.exp(-0.5 * ((xi - mu) / z) ** 2) / (z * math.sqrt(2 * math.pi))
+
+    values = [
+        integrate.quad(density, a, b, args=(xi,), epsabs=0.0, epsrel=1e-13, limit=200)[0]
+        for xi in x
+    ]
+    return np.log(values) - math.log(b - a)
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class UniformScale(nn.Module):
+    """The Pyro model z ~ Uniform(a, b), x | z ~ Normal(mu, z) with learnable theta.
+
+    theta is stored unconstrained, ``a = softplus(u_a)`` and ``b = a + softplus(u_gap)``,
+    so every optimizer step keeps 0 < a < b.  Plain ``nn.Parameter``s trained through
+    ``model.parameters()`` (as :func:`pyro_vae.infer.fit` does): nothing goes into
+    Pyro's global param store, so no stale value can leak from one model to the next.
+    The toy model runs in float64: it is one-dimensional, so this costs nothing, and it
+    keeps guide samples strictly inside (a, b).
+
+    Parameters
+    ----------
+    a, b, mu : float
+        Initial theta; :class:`~pyro_vae.errors.UserError` unless 0 < a < b.
+    """
+
+    def __init__(self, a: float = 0.5, b: float = 2.0, mu: float = 0.0):
+        super().__init__()
+        check_theta(a, b, mu)
+        as_param = lambda v: nn.Parameter(torch.tensor(float(v), dtype=torch.float64))
+        self.raw_a = as_param(_inverse_softplus(a))
+        self.raw_gap = as_param(_inverse_softplus(b - a))
+        self.mu = as_param(mu)
+
+    @property
+    def a(self) -> torch.Tensor:
+        return softplus(self.raw_a)
+
+    @property
+    def b(self) -> torch.Tensor:
+        return self.a + softplus(self.raw_gap)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b), scalars; the support of the prior and of every guide."""
+        a = self.a
+        return a, a + softplus(self.raw_gap)
+
+    def theta(self) -> dict[str, float]:
+        """Current (a, b, mu) as floats."""
+        a, b = self.bounds()
+        return {"a": a.item(), "b": b.item(), "mu": self.mu.item()}
+
+    def forward(self, x: torch.Tensor | None = None, *, n: int | None = None) -> torch.Tensor:
+        """Run the model.
+
+        Parameters
+        ----------
+        x : (B,) tensor or None
+            Observed batch; ``None`` generates ``n`` new points.
+        n : int, optional
+            Size of the full data set that ``x`` is a mini-batch of (default B).
+
+        Returns
+        -------
+        (B,) tensor: the observed or generated x.
+        """
+        if x is None and n is None:
+            raise ValueError("give the data x or the number n of points to generate")
+        batch = n if x is None else x.shape[0]
+        a, b = self.bounds()
+        with pyro.plate("data", size=n or batch, subsample_size=batch):
+            z = pyro.sample("z", dist.Uniform(a, b))
+            return pyro.sample("x", dist.Normal(self.mu, z), obs=x)
+
+    def marginal(self) -> UniformScaleMarginal:
+        """p(x | theta) with z integrated out, differentiable in theta."""
+        a, b = self.bounds()
+        return UniformScaleMarginal(a, b, self.mu)
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log p(x_i | theta) by the E1 closed form, shape (N,) for x of shape (N,)."""
+        return self.marginal().log_prob(x)
+
+    @torch.no_grad()
+    def sample(self, num_points: int) -> torch.Tensor:
+        """Draw x_1..x_N from p(x | theta): z ~ Uniform(a, b), then x ~ Normal(mu, z); (N,)."""
+        return self.marginal().sample((num_points,))
+
+    @torch.no_grad()
+    def log_posterior(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(z | x) = log N(x; mu, z) - log(b - a) - log p(x), shape (B, G).
+
+        For x of shape (B,) and a grid z of shape (G,) inside (a, b).
+        """
+        a, b = self.bounds()
+        joint = dist.Normal(self.mu, z).log_prob(x[:, None]) - torch.log(b - a)
+        return joint - self.log_marginal(x)[:, None]

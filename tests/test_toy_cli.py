@@ -1,0 +1,109 @@
+"""``pyro-vae toy``: metrics and figures on simulated data; bad input is one line and exit 2."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.toy import single_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+def _run(capsys, *argv):
+    try:
+        code = main(["toy", *argv])
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_mle_writes_metrics_and_figures(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = _run(capsys, "--simulate", "0.5,2.0,1.0,2000", "--inference", "mle",
+                           "--seed", "1", "--out", str(out), "--json")
+    assert code == 0
+    metrics = json.loads(stdout.strip().splitlines()[-1])
+    assert metrics == json.loads((out / "metrics.json").read_text())
+    for key in ("a", "b", "mu", "log_likelihood", "elbo", "seconds"):
+        assert key in metrics
+    assert metrics["elbo"] is None  # the exact route has no guide
+    # the E1 closed form and adaptive quadrature agree on the reported log-likelihood
+    assert metrics["log_likelihood"] == pytest.approx(metrics["log_likelihood_quadrature"],
+                                                      rel=1e-9)
+    assert metrics["log_likelihood"] >= metrics["true_log_likelihood"]  # it is the maximum
+    assert abs(metrics["a"] - 0.5) < 5 * metrics["a_se"]
+    assert metrics["identity_max_abs_z"] < 4.5
+    for path in metrics["figures"].values():
+        assert (out / path.split("/")[-1]).stat().st_size > 10_000
+    # a second run into the same folder needs --overwrite
+    code, _, err = _run(capsys, "--simulate", "0.5,2.0,1.0,100", "--inference", "mle",
+                        "--out", str(out))
+    assert code == 2 and "--overwrite" in err
+
+
+def test_svi_reports_an_elbo_below_the_log_likelihood(tmp_path, capsys):
+    x = np.random.default_rng(0).standard_normal(400)
+    np.save(tmp_path / "x.npy", x[:, None])  # (N, 1) is accepted as N points
+    code, stdout, _ = _run(capsys, "--data", str(tmp_path / "x.npy"), "--inference", "svi",
+                           "--steps", "100", "--json")
+    assert code == 0
+    metrics = json.loads(stdout.strip().splitlines()[-1])
+    assert metrics["num_points"] == 400
+    assert metrics["elbo"] < metrics["log_likelihood"]
+    assert metrics["elbo_gap"] == pytest.approx(metrics["log_likelihood"] - metrics["elbo"])
+    assert metrics["gradient_variance_ratio"] > 1
+
+
+def test_nuts_runs_with_a_small_budget(capsys):
+    code, stdout, _ = _run(capsys, "--simulate", "0.5,2.0,1.0,300", "--inference", "nuts",
+                           "--warmup", "30", "--samples", "30", "--json")
+    assert code == 0
+    metrics = json.loads(stdout.strip().splitlines()[-1])
+    assert 0 < metrics["a"] < metrics["b"] and metrics["samples"] == 30
+
+
+def _bad_files(tmp_path):
+    np.save(tmp_path / "nan.npy", np.array([1.0, np.nan, 2.0]))
+    np.save(tmp_path / "wide.npy", np.zeros((10, 2)))
+    np.save(tmp_path / "one.npy", np.array([1.0]))
+    np.save(tmp_path / "flat.npy", np.ones(5))
+    (tmp_path / "text.npy").write_text("not an array")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--simulate", "2,1,0,100"], "a < b"),
+    (["--simulate", "1,1,0,100"], "a < b"),
+    (["--simulate", "0,1,0,100"], "positive"),
+    (["--simulate=-1,1,0,100"], "positive"),
+    (["--simulate", "0.5,2,1,1"], "N must be"),
+    (["--simulate", "0.5,2,1,10.5"], "N must be"),
+    (["--simulate", "0.5,2,nan,100"], "finite"),
+    (["--simulate", "0.5,2,1"], "four numbers"),
+    (["--simulate", "a,b,c,d"], "four numbers"),
+    (["--data", "{tmp}/nan.npy"], "NaN"),
+    (["--data", "{tmp}/wide.npy"], "shape"),
+    (["--data", "{tmp}/one.npy"], "at least 2"),
+    (["--data", "{tmp}/flat.npy"], "all points are equal"),
+    (["--data", "{tmp}/text.npy"], "not a readable"),
+    (["--data", "{tmp}/missing.npy"], "no such file"),
+    (["--simulate", "0.5,2,1,100", "--steps", "0"], "--steps"),
+    (["--simulate", "0.5,2,1,100", "--data", "{tmp}/nan.npy"], "not allowed with"),
+    (["--simulate", "0.5,2,1,100", "--inference", "vi"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    tmp = _bad_files(tmp_path)
+    argv = [a.format(tmp=tmp) for a in argv]
+    if "--inference" not in argv:
+        argv += ["--inference", "mle"]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyro-vae toy: error:") and message in lines[0]

@@ -6,44 +6,43 @@ Both estimate the same gradient of L(phi) = E_q[log p(x, z) - log q_phi(z | x)]:
 * score function (REINFORCE): E_q[(log p(x, z) - log q(z | x)) grad log q(z | x)],
   what Pyro's ``Trace_ELBO`` builds when a guide site has no ``rsample``.
 
-:func:`score_function` switches a guide to the second by turning ``has_rsample`` off on
-its sample sites; :func:`compare_gradient_estimators` draws many independent gradient
+:class:`ScoreFunctionMessenger` switches the guide to the second by turning ``has_rsample``
+off on its sample sites; :func:`compare_gradient_estimators` draws many independent gradient
 estimates each way and reports means, standard errors and variances.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import pyro
 import torch
 from pyro.poutine.messenger import Messenger
 
-__all__ = ["ScoreFunctionMessenger", "score_function", "elbo_gradients", "GradientComparison",
+__all__ = ["ScoreFunctionMessenger", "elbo_gradients", "GradientComparison",
            "compare_gradient_estimators"]
 
 
 class ScoreFunctionMessenger(Messenger):
-    """Latent sample sites inside this handler are drawn without ``rsample``.
+    """Latent sample sites run inside this context are drawn without ``rsample``.
 
     The innermost base distribution of each site's distribution (through ``Independent``,
     ``TransformedDistribution``, expansions) gets ``has_rsample_(False)``, so the sample
-    is detached and Pyro's ELBOs fall back to the score-function estimator.
+    is detached and Pyro's ELBOs fall back to the score-function estimator.  Enter it
+    around the whole ELBO computation: being outermost, it sees each distribution after
+    Pyro's plates have expanded it (an expansion would rebuild ``has_rsample``), and sites
+    the ELBO replays from the guide into the model are already done and left alone.
     """
 
     def _pyro_sample(self, msg):
-        if msg["is_observed"]:
+        if msg["is_observed"] or msg["done"]:
             return
         fn = msg["fn"]
         while hasattr(fn, "base_dist"):
             fn = fn.base_dist
         fn.has_rsample_(False)
-
-
-def score_function(fn):
-    """``fn`` (a guide) with every latent site switched to the score-function estimator."""
-    return ScoreFunctionMessenger()(fn)
 
 
 def elbo_gradients(
@@ -59,10 +58,11 @@ def elbo_gradients(
     elbo = pyro.infer.Trace_ELBO(
         num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
     )
-    guide_fn = guide if reparameterized else score_function(guide)
+    estimator = nullcontext() if reparameterized else ScoreFunctionMessenger()
     rows = []
     for _ in range(num_repeats):
-        loss = elbo.differentiable_loss(model, guide_fn, x)
+        with estimator:
+            loss = elbo.differentiable_loss(model, guide, x)
         grads = torch.autograd.grad(-loss, list(params), allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g
                  for p, g in zip(params, grads, strict=True)]

@@ -25,6 +25,7 @@ import torch
 from pyro.distributions import constraints
 from scipy import integrate, special
 from torch import nn
+from torch.distributions.utils import broadcast_all
 from torch.nn.functional import softplus
 
 from ..errors import UserError
@@ -111,11 +112,9 @@ class _LogE1Difference(torch.autograd.Function):
         )
 
 
-def log_e1_difference(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """log[E1(c / b^2) - E1(c / a^2)] for c >= 0 and 0 < a < b, broadcast; differentiable."""
-    c, a, b = torch.broadcast_tensors(*(torch.as_tensor(t, dtype=torch.float64) if not
-                                        torch.is_tensor(t) else t for t in (c, a, b)))
-    return _LogE1Difference.apply(c, a, b)
+def log_e1_difference(c, a, b) -> torch.Tensor:
+    """log[E1(c / b^2) - E1(c / a^2)] for c >= 0, 0 < a < b; broadcast, float64, differentiable."""
+    return _LogE1Difference.apply(*(torch.as_tensor(t, dtype=torch.float64) for t in (c, a, b)))
 
 
 class UniformScaleMarginal(dist.TorchDistribution):
@@ -134,10 +133,7 @@ class UniformScaleMarginal(dist.TorchDistribution):
     has_rsample = False
 
     def __init__(self, a, b, mu, validate_args=None):
-        self.a, self.b, self.mu = torch.broadcast_tensors(
-            *(torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t)
-              else t for t in (a, b, mu))
-        )
+        self.a, self.b, self.mu = broadcast_all(a, b, mu)
         super().__init__(self.a.shape, validate_args=validate_args)
         if self._validate_args and not bool((self.a < self.b).all()):
             raise ValueError("UniformScaleMarginal needs a < b")

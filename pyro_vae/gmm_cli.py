@@ -54,6 +54,9 @@ def add_command(commands, common) -> argparse.ArgumentParser:
     parser.add_argument("--restarts", type=int, default=3, help="EM restarts (k-means++ starts)")
     parser.add_argument("--reg-covar", type=float, default=1e-6,
                         help="added to every variance so no component collapses onto a point")
+    parser.add_argument("--steps", type=int, default=500, help="vi: full-batch SVI steps")
+    parser.add_argument("--samples", type=int, default=200,
+                        help="nuts: draws per chain (as many warm-up steps; 2 chains)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/gmm"))
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -137,9 +140,12 @@ def run_gmm(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--components must be between 1 and the N={n} training points, got {k}")
     if args.reg_covar < 0:
         raise UserError(f"--reg-covar must be >= 0, got {args.reg_covar}")
+    if args.steps < 1 or args.samples < 2:
+        raise UserError("--steps must be >= 1 and --samples >= 2")
     out = prepare_out(args.out, args.overwrite)
     fitted = fit_gmm(x_train, k, args.covariance, args.inference, seed=args.seed,
-                     restarts=args.restarts, reg_covar=args.reg_covar)
+                     restarts=args.restarts, reg_covar=args.reg_covar, steps=args.steps,
+                     num_samples=args.samples, warmup_steps=args.samples)
     plug_in_total = log_marginal(x_train, fitted.params).sum().item()
     # K from 1 to K + 2 by the fast EM route: the curve and the BIC/AIC choice
     ks = list(range(1, min(k + 2, n) + 1))

@@ -323,17 +323,22 @@ def _map_log_normal_scales(
     """
     m = priors.scale_median.log()
     inv_v2 = priors.scale_log_sd**-2
-    tiny = torch.finfo(scatter.dtype).tiny
-    t = torch.where(
-        scatter > 0, 0.5 * (scatter.clamp_min(tiny) / (nk + 1)).log(), m.expand_as(scatter)
-    )
+    log_scatter = scatter.log()  # -inf where a component has no spread: e below is then 0
+    # start: the ML value where S > 0; the exact optimum m - (N_k + 1) v^2 where S = 0
+    t = torch.where(scatter > 0, 0.5 * (log_scatter - (nk + 1).log()), m - (nk + 1) / inv_v2)
     for _ in range(iters):
-        e = scatter * torch.exp(-2 * t)
+        e = torch.exp(log_scatter - 2 * t)
         step = (e - (nk + 1) - (t - m) * inv_v2) / (2 * e + inv_v2)
         t = t + step
         if step.abs().max() < 1e-10:
             break
     return t.exp()
+
+
+_SINGULAR = (
+    "a component's covariance became singular (reg_covar={reg_covar:g}): the data have a "
+    "constant or duplicated direction; pass --reg-covar 1e-6 or more, or drop those columns"
+)
 
 
 def em(
@@ -363,29 +368,39 @@ def em(
     x = x - shift
     prior_loc = model.priors.loc - shift
     features = None if model.covariance == "full" else _diag_features(x)
-    best, best_ll, runs = None, -math.inf, []
+    best, best_params, runs = None, None, []
     generator = torch.Generator().manual_seed(seed)
     for _ in range(restarts):
-        labels = kmeans_init(x, model.num_components, generator)
-        resp = torch.nn.functional.one_hot(labels, model.num_components).to(x.dtype)
-        params = _m_step(x, features, resp, model, prior_loc, None, reg_covar)
-        ll, converged, iteration = -math.inf, False, 0
-        for iteration in range(1, max_iter + 1):
-            joint = _joint_log_density(x, params, features)
-            log_norm = torch.logsumexp(joint, -1, keepdim=True)
-            previous_ll, ll = ll, log_norm.mean().item()
-            resp = torch.exp(joint - log_norm)
-            params = _m_step(x, features, resp, model, prior_loc, params, reg_covar)
-            if abs(ll - previous_ll) < tol:
-                converged = True
-                break
-        runs.append({"iterations": iteration, "converged": converged, "log_likelihood": ll})
-        if best is None or ll > best_ll:
-            best, best_ll = params, ll
-    if not math.isfinite(best_ll):
-        raise UserError("EM diverged (non-finite likelihood); rescale the data or raise reg_covar")
-    best = MixtureParams(best.weights, best.locs + shift, best.scales, best.chol_corr)
+        try:
+            params, run = _em_run(x, features, model, prior_loc, generator, tol, max_iter, reg_covar)
+        except torch.linalg.LinAlgError:  # a Cholesky factorization of a singular covariance
+            raise UserError(_SINGULAR.format(reg_covar=reg_covar)) from None
+        runs.append(run)
+        if best is None or run["log_likelihood"] > best["log_likelihood"]:
+            best, best_params = run, params
+    best = MixtureParams(best_params.weights, best_params.locs + shift, best_params.scales,
+                         best_params.chol_corr)
     return best, {"restarts": runs}
+
+
+def _em_run(x, features, model, prior_loc, generator, tol, max_iter, reg_covar):
+    """One EM run from a k-means start: (params, summary of the run)."""
+    labels = kmeans_init(x, model.num_components, generator)
+    resp = torch.nn.functional.one_hot(labels, model.num_components).to(x.dtype)
+    params = _m_step(x, features, resp, model, prior_loc, None, reg_covar)
+    ll, converged, iteration = -math.inf, False, 0
+    for iteration in range(1, max_iter + 1):
+        joint = _joint_log_density(x, params, features)
+        log_norm = torch.logsumexp(joint, -1, keepdim=True)
+        previous_ll, ll = ll, log_norm.mean().item()
+        if not math.isfinite(ll):
+            raise UserError(_SINGULAR.format(reg_covar=reg_covar))
+        params = _m_step(x, features, torch.exp(joint - log_norm), model, prior_loc, params,
+                         reg_covar)
+        if abs(ll - previous_ll) < tol:
+            converged = True
+            break
+    return params, {"iterations": iteration, "converged": converged, "log_likelihood": ll}
 
 
 # ---------------------------------------------------------------------------- results
@@ -472,10 +487,10 @@ def fit_map(x, model, *, restarts=5, seed=0, tol=1e-3, max_iter=100, reg_covar=1
 
 
 @GMM_ROUTES.register("vi")
-def fit_vi(x, model, *, restarts=5, seed=0, steps=500, lr=0.02, num_draws=100,
-           guide="normal", **_):
+def fit_vi(x, model, *, restarts=5, seed=0, reg_covar=1e-6, steps=500, lr=0.02,
+           num_draws=100, guide="normal", **_):
     """Gaussian variational posterior on the globals (mean-field or full-rank), from the MAP."""
-    start, _ = em(x, model, restarts=restarts, seed=seed)
+    start, _ = em(x, model, restarts=restarts, seed=seed, reg_covar=reg_covar)
     start = start.ordered()
     pyro.set_rng_seed(seed)
     guide_class = {"normal": AutoNormal, "mvn": AutoMultivariateNormal}[guide]
@@ -495,27 +510,29 @@ def _unconstrained_potential(model: GaussianMixtureModel, x: torch.Tensor):
 
     Each global site lives in R^n through ``biject_to`` of its prior's support (stick-breaking
     for the weights, exp for the scales, the LKJ Cholesky transform), with the log-Jacobian
-    added: the density NUTS needs.  ``log_joint`` is the model's log density with the
-    assignment enumerated (``tests/test_gmm.py`` checks it against ``TraceEnum_ELBO``); in
+    added: the density NUTS needs.  This is :func:`log_joint`, the model's log density with
+    the assignment enumerated (``tests/test_gmm.py`` checks it against ``TraceEnum_ELBO``); in
     closed form it costs one (N, K) log-sum-exp per gradient, not a Pyro trace.
     """
-    transforms = {name: biject_to(prior.support)
-                  for name, prior in model.prior_distributions().items()}
+    priors = model.prior_distributions()  # built once: the potential runs thousands of times
+    transforms = {name: biject_to(prior.support) for name, prior in priors.items()}
 
     def potential(unconstrained: dict[str, torch.Tensor]) -> torch.Tensor:
         values = {name: t(unconstrained[name]) for name, t in transforms.items()}
-        log_det = sum(t.log_abs_det_jacobian(unconstrained[name], values[name]).sum()
-                      for name, t in transforms.items())
-        return -(log_joint(model, MixtureParams.from_sites(values), x) + log_det)
+        log_density = log_marginal(x, MixtureParams.from_sites(values)).sum()
+        for name, t in transforms.items():
+            log_density = log_density + priors[name].log_prob(values[name]).sum()
+            log_density = log_density + t.log_abs_det_jacobian(unconstrained[name], values[name]).sum()
+        return -log_density
 
     return potential, transforms
 
 
 @GMM_ROUTES.register("nuts")
-def fit_nuts(x, model, *, restarts=5, seed=0, num_samples=200, warmup_steps=200,
-             num_chains=2, **_):
+def fit_nuts(x, model, *, restarts=5, seed=0, reg_covar=1e-6, num_samples=200,
+             warmup_steps=200, num_chains=2, **_):
     """NUTS on the globals with z summed out; chains run one after another from the MAP."""
-    start, _ = em(x, model, restarts=restarts, seed=seed)
+    start, _ = em(x, model, restarts=restarts, seed=seed, reg_covar=reg_covar)
     start = start.ordered()
     potential, transforms = _unconstrained_potential(model, x)
     init = {name: t.inv(start.sites()[name]).detach() for name, t in transforms.items()}

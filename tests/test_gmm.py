@@ -1,0 +1,177 @@
+"""The Gaussian mixture: model identities, sampling, recovery, EM against scikit-learn, NUTS."""
+
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
+from pyro.infer.autoguide import AutoDelta, init_to_value
+from scipy import stats
+from sklearn.mixture import GaussianMixture
+
+from pyro_vae.mixture_fit import (
+    build_model,
+    component_log_density,
+    em,
+    fit_gmm,
+    log_joint,
+    log_marginal,
+    num_parameters,
+    random_mixture,
+    responsibilities,
+    sample_mixture,
+    select_components,
+)
+from pyro_vae.models.gmm import GLOBAL_SITES, MixtureParams
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors gain nothing from intra-op threads, and on a shared 2-core machine the
+    second thread's spin-waiting made NUTS 14x slower (measured): run these tests on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _simulate(k, d, n, *, full, separation=4.0, seed=0):
+    truth = random_mixture(k, d, separation=separation, anisotropy=3.0, full=full, seed=seed)
+    x, z = sample_mixture(truth, n, torch.Generator().manual_seed(seed + 100))
+    return truth, x, z
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_enumerated_elbo_with_point_mass_guides_is_the_logsumexp_marginal(covariance):
+    """-TraceEnum_ELBO(model, AutoDelta) = log p(x | theta) + log p(theta), z summed by hand."""
+    truth, x, _ = _simulate(3, 3, 40, full=covariance == "full")
+    model = build_model(x, 3, covariance)
+    # any point works; use one away from the truth so nothing is special about it
+    params = MixtureParams(truth.weights.flip(0), truth.locs + 0.3, truth.scales * 1.2,
+                           truth.chol_corr)
+    guide = AutoDelta(poutine.block(model, expose=list(GLOBAL_SITES)),
+                      init_loc_fn=init_to_value(values=params.sites()))
+    elbo = -TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
+
+    # by hand: scipy densities, a Python sum over components, no torch distributions
+    covs = params.covariances().numpy()
+    by_hand = sum(
+        math.log(sum(params.weights[j].item()
+                     * stats.multivariate_normal(params.locs[j].numpy(), covs[j]).pdf(xi)
+                     for j in range(3)))
+        for xi in x.numpy()
+    )
+    log_prior = model.log_prior(params).item()
+    assert elbo == pytest.approx(by_hand + log_prior, rel=1e-9, abs=1e-7)
+    assert log_joint(model, params, x).item() == pytest.approx(elbo, rel=1e-12, abs=1e-9)
+    # the E-step's matrix-product densities are the model's obs distribution
+    direct = model.component_distribution(params).log_prob(x[:, None, :])
+    torch.testing.assert_close(component_log_density(x, params), direct, rtol=1e-10, atol=1e-10)
+    resp = responsibilities(x, params)
+    torch.testing.assert_close(resp.sum(-1), torch.ones(len(x), dtype=x.dtype))
+
+
+def test_index_sampling_frequencies_match_alpha():
+    """Index j ~ alpha, then x ~ component j: chi-square goodness of fit at the 0.1% level."""
+    weights = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    params = MixtureParams(weights, torch.arange(4.0, dtype=torch.float64)[:, None] * 100,
+                           torch.ones(4, 1, dtype=torch.float64))
+    n = 20000
+    x, z = sample_mixture(params, n, torch.Generator().manual_seed(1))
+    counts = torch.bincount(z, minlength=4).numpy()
+    assert stats.chisquare(counts, weights.numpy() * n).pvalue > 1e-3
+    # each x came from its own component (means 100 apart, unit scales)
+    assert (x[:, 0] - 100 * z).abs().max() < 6
+
+    # the Pyro model, run generatively with the globals fixed, draws indices the same way
+    model = build_model(x, 4, "diag")
+    trace = poutine.trace(poutine.condition(model, data=params.sites())).get_trace(n=5000)
+    z_model = trace.nodes["assignment"]["value"]
+    counts = torch.bincount(z_model, minlength=4).numpy()
+    assert stats.chisquare(counts, weights.numpy() * 5000).pvalue > 1e-3
+    x_model = trace.nodes["obs"]["value"]
+    assert (x_model[:, 0] - 100 * z_model).abs().max() < 6
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_map_recovers_known_parameters_up_to_relabelling(covariance):
+    truth, x, _ = _simulate(3, 2, 3000, full=covariance == "full", separation=5.0, seed=3)
+    fitted = fit_gmm(x, 3, covariance, "map", restarts=2, seed=0)
+    truth = truth.ordered()  # both sorted by the first coordinate of the means
+    est = fitted.params
+    torch.testing.assert_close(est.weights, truth.weights, atol=0.03, rtol=0)
+    torch.testing.assert_close(est.locs, truth.locs, atol=0.15, rtol=0)
+    torch.testing.assert_close(est.covariances(), truth.covariances(), atol=0.25, rtol=0.15)
+    if covariance == "diag":
+        assert est.chol_corr is None
+    # the responsibilities recover the true assignments (relabelled by the same ordering)
+    assert fitted.info["restarts"][0]["converged"]
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_heldout_log_likelihood_matches_sklearn_em(covariance):
+    """Same data, K, covariance type, restarts, tol and reg_covar: within 0.01 nats/point."""
+    truth = random_mixture(4, 5, separation=2.0, anisotropy=4.0, full=covariance == "full", seed=7)
+    g = torch.Generator().manual_seed(7)
+    x, _ = sample_mixture(truth, 4000, g)
+    x_test, _ = sample_mixture(truth, 2000, g)
+    fitted = fit_gmm(x, 4, covariance, "map", restarts=3, seed=0, tol=1e-3, reg_covar=1e-6)
+    ours = fitted.log_likelihood(x_test).mean().item()
+    sk = GaussianMixture(4, covariance_type=covariance, n_init=3, tol=1e-3, reg_covar=1e-6,
+                         random_state=0).fit(x.numpy())
+    theirs = sk.score(x_test.numpy())
+    assert ours >= theirs - 0.01, (ours, theirs)
+    # and on the training data the EM objective is no worse than scikit-learn's optimum
+    assert log_marginal(x, fitted.params).mean().item() >= sk.score(x.numpy()) - 0.01
+
+
+def test_parameter_count_bic_aic_agree_with_sklearn():
+    _, x, _ = _simulate(3, 4, 500, full=True)
+    for covariance in ("diag", "full"):
+        sk = GaussianMixture(3, covariance_type=covariance, random_state=0).fit(x.numpy())
+        assert num_parameters(3, 4, covariance) == sk._n_parameters()
+
+
+def test_select_components_prefers_the_true_k():
+    _, x, _ = _simulate(3, 2, 1500, full=False, separation=6.0, seed=5)
+    rows = select_components(x[:1000], x[1000:], [1, 2, 3, 4, 5], "diag", restarts=2)
+    assert min(rows, key=lambda r: r["bic"])["components"] == 3
+    test_ll = [r["test_log_likelihood"] for r in rows]
+    assert test_ll[2] > test_ll[1] + 0.1  # K=3 clearly beats K=2 on held-out points
+
+
+def test_em_guards_against_collapse_and_singular_covariance():
+    """Duplicated points and a constant column stay finite thanks to reg_covar."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(200, 3)), np.repeat([[5.0, 5.0, 5.0]], 30, axis=0)])
+    x[:, 2] = 1.0  # a constant coordinate: every ML covariance is singular
+    x = torch.tensor(x)
+    for covariance in ("diag", "full"):
+        params, info = em(x, build_model(x, 3, covariance), restarts=2)
+        assert torch.isfinite(log_marginal(x, params)).all()
+        assert (params.weights > 0.05).sum() >= 2  # not everything on one component
+
+
+def test_vi_route_gives_posterior_draws_near_the_map():
+    truth, x, _ = _simulate(2, 2, 300, full=False, separation=5.0, seed=11)
+    pyro.set_rng_seed(0)
+    fitted = fit_gmm(x, 2, "diag", "vi", restarts=1, steps=150, num_draws=50)
+    assert fitted.samples.locs.shape == (50, 2, 2)
+    torch.testing.assert_close(fitted.params.locs, truth.ordered().locs, atol=0.4, rtol=0)
+    map_fit = fit_gmm(x, 2, "diag", "map", restarts=1)
+    # posterior predictive and plug-in log-likelihoods agree closely on a well-posed problem
+    assert abs(fitted.log_likelihood(x).mean() - map_fit.log_likelihood(x).mean()) < 0.05
+
+
+def test_nuts_rhat_of_ordered_means_below_1_05():
+    truth, x, _ = _simulate(2, 2, 200, full=False, separation=5.0, seed=2)
+    fitted = fit_gmm(x, 2, "diag", "nuts", restarts=1, num_samples=100, warmup_steps=100,
+                     num_chains=2)
+    assert fitted.info["max_rhat"] < 1.05
+    assert fitted.samples.locs.shape == (200, 2, 2)
+    # draws are relabelled: the first component's mean is left of the second in every draw
+    assert (fitted.samples.locs[:, 0, 0] < fitted.samples.locs[:, 1, 0]).all()
+    torch.testing.assert_close(fitted.params.locs, truth.ordered().locs, atol=0.4, rtol=0)

@@ -234,8 +234,11 @@ def kmeans_init(
     def sq_dist(centres):  # (N, C): ||x||^2 - 2 x.c + ||c||^2, clamped against round-off
         return (sq_norm[:, None] - 2 * x @ centres.T + (centres * centres).sum(-1)).clamp_min(0)
 
+    x_t = x.T.contiguous()  # (D, N): the (K, N) products and sums below run ~1.5x faster
+
     def nearest(centres):  # ||x||^2 is the same for every centre: leave it out of the argmin
-        return torch.addmm((centres * centres).sum(-1), x, centres.T, alpha=-2).min(-1).indices
+        scores = torch.addmm((centres * centres).sum(-1, keepdim=True), centres, x_t, alpha=-2)
+        return scores.min(0).indices
 
     first = torch.randint(n, (1,), generator=generator)
     centres = x[first]
@@ -254,7 +257,7 @@ def kmeans_init(
     labels = nearest(centres)
     for _ in range(max_iter):
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        sums = x_t.new_zeros(x.shape[1], k).index_add_(1, labels, x_t).T
         new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
         shift = (new - centres).pow(2).sum()
         centres, previous = new, labels
@@ -391,12 +394,14 @@ def _em_run(x, features, model, prior_loc, generator, tol, max_iter, reg_covar):
     ll, converged, iteration = -math.inf, False, 0
     for iteration in range(1, max_iter + 1):
         joint = _joint_log_density(x, params, features)
-        log_norm = torch.logsumexp(joint, -1, keepdim=True)
-        previous_ll, ll = ll, log_norm.mean().item()
+        # log-sum-exp and softmax sharing one exp of the (N, K) array
+        top = joint.max(-1, keepdim=True).values
+        unnormalized = torch.exp(joint - top)
+        total = unnormalized.sum(-1, keepdim=True)
+        previous_ll, ll = ll, (top + total.log()).mean().item()
         if not math.isfinite(ll):
             raise UserError(_SINGULAR.format(reg_covar=reg_covar))
-        params = _m_step(x, features, torch.exp(joint - log_norm), model, prior_loc, params,
-                         reg_covar)
+        params = _m_step(x, features, unnormalized / total, model, prior_loc, params, reg_covar)
         if abs(ll - previous_ll) < tol:
             converged = True
             break

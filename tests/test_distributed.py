@@ -1,0 +1,105 @@
+"""Two CPU processes (``gloo``) train exactly like one process with the combined batch.
+
+The point-mass (``delta``) guide makes the ELBO deterministic, so the comparison
+needs no shared random numbers: the summed gradient of the two shards' mini-batches
+must equal the single-process gradient of their union, and ``fit`` with
+``distributed=True`` must reach the parameters of a single-process ``fit``.
+"""
+
+import socket
+
+import pyro
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pyro_vae.config import load_config
+from pyro_vae.distributed import DataParallelELBO, shard
+from pyro_vae.infer import fit, make_elbo
+from pyro_vae.models import build_vae
+
+WORLD, N, D, BATCH, SEED, EPOCHS = 2, 16, 12, 3, 0, 3
+ELBO_NAMES = ("trace", "fused")
+
+
+def tiny_pair():
+    config = load_config(None, ['guide.name="delta"', "model.latent_dim=3", "model.hidden=[8]"])
+    pyro.set_rng_seed(SEED)
+    return build_vae(config, D)
+
+
+def data() -> torch.Tensor:
+    return torch.bernoulli(torch.full((N, D), 0.4), generator=torch.Generator().manual_seed(1))
+
+
+def parameters(model, guide) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in (*model.parameters(), *guide.parameters())]
+
+
+def gradients(elbo, model, guide, x, n) -> list[torch.Tensor]:
+    for p in (*model.parameters(), *guide.parameters()):
+        p.grad = None
+    elbo.differentiable_loss(model, guide, x, n=n).backward()
+    return [p.grad.clone() for p in (*model.parameters(), *guide.parameters())]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)  # two processes on a 2-core machine
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    pyro.enable_validation(True)
+    x = shard(data(), rank, WORLD)
+    results = {}
+    for name in ELBO_NAMES:
+        model, guide = tiny_pair()
+        # one step's gradient from the first BATCH rows of this shard, n = shard size
+        elbo = DataParallelELBO(make_elbo(name), model, guide)
+        results[f"{name}/grad"] = gradients(elbo, model, guide, x[:BATCH], x.shape[0])
+        model, guide = tiny_pair()
+        # whole-shard batches: the union over processes is the whole data set, in any order
+        fit(model, guide, x, epochs=EPOCHS, batch_size=x.shape[0], elbo=name, seed=SEED,
+            progress=False, distributed=True)
+        results[f"{name}/fit"] = parameters(model, guide)
+    torch.save(results, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def test_shards_are_equal_and_disjoint():
+    x = torch.arange(7).unsqueeze(1)
+    shards = [shard(x, r, WORLD) for r in range(WORLD)]
+    assert [s.shape[0] for s in shards] == [3, 3]  # the 7th row is left out
+    assert sorted(torch.cat(shards).flatten().tolist()) == list(range(6))
+
+
+@pytest.mark.parametrize("name", ELBO_NAMES)
+def test_summed_gradient_equals_combined_batch(ranks, name):
+    x = data()
+    model, guide = tiny_pair()
+    # the union of the processes' batches: rows r, r + W, ... of the first BATCH of each shard
+    combined = torch.cat([shard(x, r, WORLD)[:BATCH] for r in range(WORLD)])
+    expected = gradients(make_elbo(name), model, guide, combined, N)
+    for result in ranks:
+        for got, want in zip(result[f"{name}/grad"], expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ELBO_NAMES)
+def test_distributed_fit_equals_single_process_fit(ranks, name):
+    model, guide = tiny_pair()
+    fit(model, guide, data(), epochs=EPOCHS, batch_size=N, elbo=name, seed=SEED, progress=False)
+    for result in ranks:
+        for got, want in zip(result[f"{name}/fit"], parameters(model, guide)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -105,8 +105,8 @@ class _SigmoidNormalGuide(nn.Module):
 class AmortizedUniformScaleGuide(_SigmoidNormalGuide):
     """q(z | x): (loc, log scale) of v from an MLP of the standardized residual (x - mu) / b.
 
-    The posterior depends on x only through (x - mu) and on the scale through b, so the
-    network sees that dimensionless number and works for data of any location and scale.
+    The posterior depends on x only through ((x - mu) / b)^2 and on theta through a / b,
+    so this dimensionless input serves data of any location and scale.
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ class AmortizedUniformScaleGuide(_SigmoidNormalGuide):
 
     def __init__(self, model, hidden=(32, 32)):
         super().__init__(model.bounds)
-        self.location = lambda: model.mu
+        self.location = lambda: model.mu  # like bounds: read theta, do not own it
         self.net = mlp(1, 2, hidden=hidden, activation="tanh").double()
 
     def unconstrained(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

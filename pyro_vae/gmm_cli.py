@@ -89,11 +89,13 @@ def load_gmm_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor,
             fields = [float(v) for v in args.simulate.split(",")]
             n, d, k = (int(v) for v in fields[:3])
             separation = fields[3] if len(fields) > 3 else 4.0
-            if len(fields) not in (3, 4) or min(n, d, k) < 1 or any(v != int(v) for v in fields[:3]):
+            integers = all(v == int(v) for v in fields[:3])
+            if len(fields) not in (3, 4) or min(n, d, k) < 1 or not integers:
                 raise ValueError
         except ValueError:
             raise UserError(
-                f"--simulate takes N,D,K[,SEP] with positive integers N, D, K; got {args.simulate!r}"
+                f"--simulate takes N,D,K[,SEP] with positive integers N, D, K; "
+                f"got {args.simulate!r}"
             ) from None
         truth = random_mixture(k, d, separation=separation, anisotropy=3.0,
                                full=args.covariance == "full", seed=args.seed)
@@ -111,7 +113,9 @@ def load_gmm_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor,
         source = str(args.data)
         if args.test is None:
             if len(x) < 2:
-                raise UserError(f"--data {args.data} has {len(x)} row; need 2 or more to hold some out")
+                raise UserError(
+                    f"--data {args.data} has {len(x)} row; need 2 or more to hold some out"
+                )
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
             n_test = max(1, len(x) // 5)
             x_train, x_test = x[order[n_test:]], x[order[:n_test]]
@@ -119,7 +123,9 @@ def load_gmm_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor,
             x_train = x
     if args.test is not None:
         if args.data is None:
-            raise UserError("--test goes with --data; named and simulated data bring their own test set")
+            raise UserError(
+                "--test goes with --data; named and simulated data bring their own test set"
+            )
         x_test = _read_matrix(args.test, "--test")
         if x_test.shape[1] != x_train.shape[1]:
             raise UserError(
@@ -211,7 +217,7 @@ def save_mixture_figure(x: torch.Tensor, params: MixtureParams, path, title: str
     shown = np.random.default_rng(0).permutation(len(points))[:5000]
     ax.scatter(points[shown, 0], points[shown, 1], s=3, alpha=0.3, color="grey")
     colours = plt.cm.tab10(np.arange(len(locs)) % 10)
-    for loc, cov, weight, colour in zip(locs, covs, params.weights.tolist(), colours):
+    for loc, cov, weight, colour in zip(locs, covs, params.weights.tolist(), colours, strict=True):
         if cov.shape == (1, 1):
             cov = np.diag([cov[0, 0], 1e-12])
             loc = np.array([loc[0], 0.0])

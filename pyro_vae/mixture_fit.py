@@ -106,7 +106,7 @@ def component_log_density(
         return -0.5 * (d * LOG_2PI + log_det + quad)
     prec_chol = _precision_cholesky(params)
     quad = torch.stack(
-        [torch.addmm(-(mu @ u), x, u).square().sum(-1) for u, mu in zip(prec_chol, params.locs)],
+        [(x @ u - mu @ u).square().sum(-1) for u, mu in zip(prec_chol, params.locs, strict=True)],
         dim=-1,
     )
     log_det = -2 * torch.diagonal(prec_chol, dim1=-2, dim2=-1).log().sum(-1)
@@ -208,7 +208,9 @@ def build_model(x: torch.Tensor, num_components: int, covariance: str) -> Gaussi
     """The mixture model for data x (N, D) with weak data-informed priors (float64)."""
     n = x.shape[0]
     if not 1 <= num_components <= n:
-        raise UserError(f"the number of components must be between 1 and N={n}, got {num_components}")
+        raise UserError(
+            f"the number of components must be between 1 and N={n}, got {num_components}"
+        )
     if covariance not in ("diag", "full"):
         raise UserError(f"--covariance must be diag or full, got {covariance!r}")
     return GaussianMixtureModel(num_components, x.shape[1], covariance, GMMPriors.from_data(x))
@@ -226,38 +228,44 @@ def kmeans_init(
     to the nearest centre so far (2 + log k candidates, the greedy variant), which spreads
     the seeds over the data and so guards against starting all components in one cluster.
     Lloyd stops when no label changes or the centres move less than ``tol`` x the mean
-    variance (scikit-learn's KMeans criteria).
+    variance (scikit-learn's KMeans criteria).  It runs in float32 on the (D, N) transpose:
+    only the labels leave this function, and they seed EM, which works in float64.
     """
-    n = x.shape[0]
-    sq_norm = (x * x).sum(-1)
+    return _kmeans_labels(x.T.float().contiguous(), k, generator, max_iter, tol)
 
-    def sq_dist(centres):  # (N, C): ||x||^2 - 2 x.c + ||c||^2, clamped against round-off
-        return (sq_norm[:, None] - 2 * x @ centres.T + (centres * centres).sum(-1)).clamp_min(0)
 
-    x_t = x.T.contiguous()  # (D, N): the (K, N) products and sums below run ~1.5x faster
+def _kmeans_labels(x_t: torch.Tensor, k: int, generator, max_iter: int, tol: float):
+    """:func:`kmeans_init` on data already transposed to (D, N)."""
+    n = x_t.shape[1]
+    sq_norm = (x_t * x_t).sum(0)  # (N,)
+
+    def sq_dist(centres):  # (C, N): ||x||^2 - 2 c.x + ||c||^2, clamped against round-off
+        centre_norm = (centres * centres).sum(-1, keepdim=True)
+        return (sq_norm - 2 * centres @ x_t + centre_norm).clamp_min(0)
 
     def nearest(centres):  # ||x||^2 is the same for every centre: leave it out of the argmin
         scores = torch.addmm((centres * centres).sum(-1, keepdim=True), centres, x_t, alpha=-2)
         return scores.min(0).indices
 
     first = torch.randint(n, (1,), generator=generator)
-    centres = x[first]
-    closest = sq_dist(centres)[:, 0]
+    centres = x_t[:, first].T
+    closest = sq_dist(centres)[0]
     trials = 2 + int(math.log(k))
     for _ in range(1, k):
         if closest.sum() <= 0:  # fewer distinct points than k: any point will do
             candidates = torch.randint(n, (trials,), generator=generator)
         else:
             candidates = torch.multinomial(closest, trials, replacement=True, generator=generator)
-        potential = torch.minimum(closest[:, None], sq_dist(x[candidates]))  # (N, trials)
-        best = potential.sum(0).argmin()
-        centres = torch.cat([centres, x[candidates[best]][None]])
-        closest = potential[:, best]
-    shift_tol = tol * x.var(0).mean()
+        potential = torch.minimum(closest, sq_dist(x_t[:, candidates].T))  # (trials, N)
+        best = potential.sum(-1).argmin()
+        centres = torch.cat([centres, x_t[:, candidates[best]][None]])
+        closest = potential[best]
+    # tol x the mean per-coordinate variance, from the squared norms already at hand
+    shift_tol = tol * (sq_norm.mean() - x_t.mean(-1).pow(2).sum()) / x_t.shape[0]
     labels = nearest(centres)
     for _ in range(max_iter):
-        counts = torch.bincount(labels, minlength=k).to(x.dtype)
-        sums = x_t.new_zeros(x.shape[1], k).index_add_(1, labels, x_t).T
+        counts = torch.bincount(labels, minlength=k).to(x_t.dtype)
+        sums = x_t.new_zeros(x_t.shape[0], k).index_add_(1, labels, x_t).T
         new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
         shift = (new - centres).pow(2).sum()
         centres, previous = new, labels
@@ -371,11 +379,13 @@ def em(
     x = x - shift
     prior_loc = model.priors.loc - shift
     features = None if model.covariance == "full" else _diag_features(x)
+    x_t = x.T.float().contiguous()  # the k-means starts' copy, made once for every restart
     best, best_params, runs = None, None, []
     generator = torch.Generator().manual_seed(seed)
     for _ in range(restarts):
         try:
-            params, run = _em_run(x, features, model, prior_loc, generator, tol, max_iter, reg_covar)
+            params, run = _em_run(x, x_t, features, model, prior_loc, generator, tol, max_iter,
+                                  reg_covar)
         except torch.linalg.LinAlgError:  # a Cholesky factorization of a singular covariance
             raise UserError(_SINGULAR.format(reg_covar=reg_covar)) from None
         runs.append(run)
@@ -386,13 +396,14 @@ def em(
     return best, {"restarts": runs}
 
 
-def _em_run(x, features, model, prior_loc, generator, tol, max_iter, reg_covar):
-    """One EM run from a k-means start: (params, summary of the run)."""
-    labels = kmeans_init(x, model.num_components, generator)
+def _em_run(x, x_t, features, model, prior_loc, generator, tol, max_iter, reg_covar):
+    """One EM run from a k-means start on x (N, D) = x_t.T in float32: (params, summary)."""
+    labels = _kmeans_labels(x_t, model.num_components, generator, 100, 1e-4)
     resp = torch.nn.functional.one_hot(labels, model.num_components).to(x.dtype)
     params = _m_step(x, features, resp, model, prior_loc, None, reg_covar)
-    ll, converged, iteration = -math.inf, False, 0
-    for iteration in range(1, max_iter + 1):
+    ll, converged, iterations = -math.inf, False, 0
+    while iterations < max_iter:
+        iterations += 1
         joint = _joint_log_density(x, params, features)
         # log-sum-exp and softmax sharing one exp of the (N, K) array
         top = joint.max(-1, keepdim=True).values
@@ -405,7 +416,7 @@ def _em_run(x, features, model, prior_loc, generator, tol, max_iter, reg_covar):
         if abs(ll - previous_ll) < tol:
             converged = True
             break
-    return params, {"iterations": iteration, "converged": converged, "log_likelihood": ll}
+    return params, {"iterations": iterations, "converged": converged, "log_likelihood": ll}
 
 
 # ---------------------------------------------------------------------------- results
@@ -440,7 +451,8 @@ class GMMFit:
         """
         if self.samples is None:
             return log_marginal(x, self.params)
-        per_draw = torch.stack([log_marginal(x, _draw(self.samples, s)) for s in range(len(self.samples.weights))])
+        draws = range(len(self.samples.weights))
+        per_draw = torch.stack([log_marginal(x, _draw(self.samples, s)) for s in draws])
         return torch.logsumexp(per_draw, 0) - math.log(per_draw.shape[0])
 
 
@@ -527,7 +539,8 @@ def _unconstrained_potential(model: GaussianMixtureModel, x: torch.Tensor):
         log_density = log_marginal(x, MixtureParams.from_sites(values)).sum()
         for name, t in transforms.items():
             log_density = log_density + priors[name].log_prob(values[name]).sum()
-            log_density = log_density + t.log_abs_det_jacobian(unconstrained[name], values[name]).sum()
+            jacobian = t.log_abs_det_jacobian(unconstrained[name], values[name])
+            log_density = log_density + jacobian.sum()
         return -log_density
 
     return potential, transforms

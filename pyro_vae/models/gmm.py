@@ -122,7 +122,10 @@ class MixtureParams:
         fixed labelling.  Works on batches: leading dims of every field are kept.
         """
         order = torch.argsort(self.locs[..., 0], dim=-1)
-        take = lambda t, extra: torch.take_along_dim(t, order[(...,) + (None,) * extra], dim=-1 - extra)  # noqa: E731
+        def take(t, event_dims):  # gather along the component dim, left of event_dims
+            index = order[(...,) + (None,) * event_dims]
+            return torch.take_along_dim(t, index, dim=-1 - event_dims)
+
         chol = None if self.chol_corr is None else take(self.chol_corr, 2)
         return MixtureParams(take(self.weights, 0), take(self.locs, 1), take(self.scales, 1), chol)
 
@@ -223,7 +226,9 @@ class GaussianMixtureModel:
         with pyro.plate("components", self.num_components, dim=-1):
             locs = pyro.sample("locs", priors["locs"])
             scales = pyro.sample("scales", priors["scales"])
-            chol_corr = pyro.sample("chol_corr", priors["chol_corr"]) if self.has_correlations else None
+            chol_corr = None
+            if self.has_correlations:
+                chol_corr = pyro.sample("chol_corr", priors["chol_corr"])
         n = x.shape[0] if n is None and x is not None else n
         if n is None:
             raise ValueError("give the data x or the number of points n to generate")
@@ -233,5 +238,6 @@ class GaussianMixtureModel:
                 "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
             )
             # under enumeration z is (K, 1) and indexes a (K, 1, D) stack of components
-            params = MixtureParams(weights, locs[z], scales[z], None if chol_corr is None else chol_corr[z])
+            chol_z = None if chol_corr is None else chol_corr[z]
+            params = MixtureParams(weights, locs[z], scales[z], chol_z)
             return pyro.sample("obs", self.component_distribution(params), obs=x)

@@ -133,6 +133,8 @@ class InferenceConfig:
 
     ``kl_warmup_epochs``: the KL term's weight grows linearly from ~0 to 1 over that many epochs.
     ``free_bits``: nats per example below which the batch-mean KL is not penalised further.
+    ``kl_weight``: beta of a beta-VAE (after warm-up); 0 with the ``delta`` guide is the plain
+    autoencoder (reconstruction only).
     """
 
     elbo: str = "auto"
@@ -140,6 +142,7 @@ class InferenceConfig:
     eval_particles: int = 1000
     kl_warmup_epochs: int = 0
     free_bits: float = 0.0
+    kl_weight: float = 1.0
 
     def validate(self) -> None:
         from .infer import ELBOS
@@ -151,6 +154,8 @@ class InferenceConfig:
             raise UserError(f"inference.kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
         if not self.free_bits >= 0:
             raise UserError(f"inference.free_bits must be >= 0, got {self.free_bits}")
+        if not self.kl_weight >= 0:
+            raise UserError(f"inference.kl_weight must be >= 0, got {self.kl_weight}")
 
 
 @dataclass

@@ -6,6 +6,7 @@ pair from a checkpoint for ``evaluate`` and ``sample``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -92,6 +93,17 @@ def _figures(trained: TrainedVAE, dataset: Dataset, x_test: torch.Tensor, out: P
     return figures
 
 
+def _first_rows(dataset: Dataset, train: int | None, test: int | None) -> Dataset:
+    """The first ``train`` / ``test`` rows of each split (all for ``None``): the splits are
+    already shuffled, so these are random subsets (quick runs and tests)."""
+    first = lambda t, n: None if t is None else t[:n]  # noqa: E731
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[:train], x_test=dataset.x_test[:test],
+        y_train=first(dataset.y_train, train), y_test=first(dataset.y_test, test),
+    )
+
+
 def train_vae(config: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Train the VAE that ``config`` describes and write metrics, checkpoint and figures to ``out``.
 
@@ -103,11 +115,8 @@ def train_vae(config: RunConfig, out: str | Path, *, overwrite: bool = False, pr
     dataset = load_dataset(
         config.data.dataset, path=config.data.path, data_dir=config.data.data_dir, device=device
     )
+    dataset = _first_rows(dataset, config.data.train_size, config.data.test_size)
     x_train, x_test, transform = binarize(dataset.x_train, dataset.x_test, config.data.binarize)
-    # the splits are already shuffled: their first rows are a random subset
-    x_train, x_test = x_train[: config.data.train_size], x_test[: config.data.test_size]
-    if dataset.y_test is not None:
-        dataset.y_test = dataset.y_test[: config.data.test_size]
     binary = config.data.binarize != "none"
     pyro.set_rng_seed(config.train.seed)  # the initial weights depend on the seed too
     model, guide = build_vae(config, dataset.dim, binary_data=binary, image_shape=dataset.image_shape)
@@ -119,6 +128,7 @@ def train_vae(config: RunConfig, out: str | Path, *, overwrite: bool = False, pr
         elbo=config.inference.elbo, num_particles=config.inference.num_particles, seed=t.seed,
         batch_transform=transform, checkpoint=out / "checkpoint.pt", progress=progress,
         kl_warmup_epochs=config.inference.kl_warmup_epochs, free_bits=config.inference.free_bits,
+        kl_weight=config.inference.kl_weight,
         checkpoint_extra={
             "config": config.to_dict(),
             "data_dim": dataset.dim,

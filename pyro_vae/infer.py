@@ -11,8 +11,8 @@ The KL term: ``elbo="auto"`` becomes ``meanfield`` (closed-form KL) when
 ``kl_divergence(q, p)`` is registered for every latent site's guide and model
 distributions, else ``trace`` (Monte Carlo), see :func:`resolve_elbo`.  KL warm-up
 multiplies the log-densities of the latent sites (in model and guide, so the KL
-term and nothing else) by beta rising linearly from ~0 to 1 over the first
-``kl_warmup_epochs`` epochs; the recorded train ELBO is then the annealed
+term and nothing else) by beta rising linearly from ~0 to ``kl_weight`` (default 1)
+over the first ``kl_warmup_epochs`` epochs; the recorded train ELBO is then the annealed
 objective, the test ELBO the true one.  Free bits (Kingma et al., 2016) replace
 each latent site's batch-mean KL by max(free_bits, KL) nats per example.
 """
@@ -183,6 +183,7 @@ def fit(
     progress: bool = True,
     kl_warmup_epochs: int = 0,
     free_bits: float = 0.0,
+    kl_weight: float = 1.0,
 ) -> FitResult:
     """Train ``model`` and ``guide`` by SVI on ``x_train`` (N, D).
 
@@ -203,6 +204,9 @@ def fit(
     free_bits : float
         Nats per example and latent site below which the KL is not penalised
         (``trace`` or ``meanfield`` only).
+    kl_weight : float
+        The KL weight after warm-up (beta of a beta-VAE); 0 with the ``delta`` guide
+        drops log p(z) and leaves the plain autoencoder's reconstruction loss.
 
     Returns
     -------
@@ -224,8 +228,8 @@ def fit(
         )
     else:
         loss_fn = make_elbo(elbo, num_particles)
-    kl_weight = _ScaleLatents()
-    scaled_model, scaled_guide = kl_weight(model), kl_weight(guide)
+    latent_scale = _ScaleLatents()
+    scaled_model, scaled_guide = latent_scale(model), latent_scale(guide)
     warmup_steps = kl_warmup_epochs * -(-n // batch_size)
     params = [p for p in (*model.parameters(), *guide.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -244,7 +248,8 @@ def fit(
         for step, idx in enumerate(batches):
             x = x_train[idx] if batch_transform is None else batch_transform(x_train[idx])
             global_step += 1
-            kl_weight.weight = min(1.0, global_step / warmup_steps) if warmup_steps else 1.0
+            warm = min(1.0, global_step / warmup_steps) if warmup_steps else 1.0
+            latent_scale.weight = kl_weight * warm
             loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

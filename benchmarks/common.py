@@ -1,13 +1,15 @@
-"""Shared set-up for the VAE benchmarks: one data set, one Pyro pair, one plain pair."""
+"""Shared set-up for the VAE benchmarks: one data set, one Pyro pair, one plain pair, timing."""
 
 from __future__ import annotations
 
 import copy
+import statistics
 
 import pyro
 
 from pyro_vae.config import load_config
 from pyro_vae.data import binarize, load_dataset
+from pyro_vae.evaluate import importance_estimate
 from pyro_vae.models import build_vae
 
 
@@ -21,8 +23,34 @@ def setup(overrides=(), device="cpu", seed=0):
     data = load_dataset(config.data.dataset, device=device)
     x_train, x_test, transform = binarize(data.x_train, data.x_test, config.data.binarize)
     pyro.set_rng_seed(seed)
-    model, guide = build_vae(config, data.dim)
+    model, guide = build_vae(config, data.dim, binary_data=config.data.binarize != "none")
     model.to(device)
     guide.to(device)
     return (config, x_train, x_test, transform, model, guide,
             copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder))
+
+
+def median_seconds(rounds: int, routes: dict) -> dict[str, float]:
+    """Median seconds per epoch of each route, the routes taking turns epoch by epoch.
+
+    ``routes`` maps a name to a callable that trains one epoch and returns its seconds.
+    Taking turns makes the noise of a shared machine hit every route alike.
+    """
+    seconds = {name: [] for name in routes}
+    for _ in range(rounds):
+        for name, epoch in routes.items():
+            seconds[name].append(epoch())
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def test_elbo(model, guide, x_test, particles: int = 100, seed: int = 0) -> float:
+    """Mean test ELBO in nats per example, each example's averaged over ``particles`` draws."""
+    pyro.set_rng_seed(seed)
+    return importance_estimate(model, guide, x_test, particles).elbo.mean().item()
+
+
+def plain_test_elbo(model, guide, encoder, decoder, x_test, particles: int = 100, seed: int = 0):
+    """:func:`test_elbo` of the plain networks, evaluated through the same Pyro model and guide."""
+    model, guide = copy.deepcopy(model), copy.deepcopy(guide)
+    guide.encoder, model.decoder = encoder, decoder
+    return test_elbo(model, guide, x_test, particles, seed)

@@ -68,7 +68,8 @@ class DataParallelELBO:
     Parameters
     ----------
     elbo
-        Any object with ``differentiable_loss`` and ``loss`` (Pyro's ELBOs, :class:`~pyro_vae.fused.FusedELBO`).
+        Any object with ``differentiable_loss`` and ``loss``: Pyro's ELBOs,
+        :class:`~pyro_vae.fused.FusedELBO`.
     model, guide : nn.Module
         The modules whose parameters are trained (the ELBO may be given handler-wrapped
         versions of them).
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from .infer import fit
     from .models import build_vae
 
-    parser = argparse.ArgumentParser(prog="python -m pyro_vae.distributed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pyro_vae.distributed", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--config", type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path("runs/distributed"))
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     config = load_config(args.config, args.set)
     t = config.train
     rank, world = init_process_group(t.device)
-    device = torch.device(t.device, int(os.environ.get("LOCAL_RANK", 0))) if t.device == "cuda" else "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if t.device == "cuda" else torch.device("cpu")
     out = prepare_out(args.out, args.overwrite) if rank == 0 else None
     data = config.data
     dataset = load_dataset(data.dataset, path=data.path, data_dir=data.data_dir, device=device)
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     x_train, x_test = x_train[: data.train_size], x_test[: data.test_size]
     binary = data.binarize != "none"
     pyro.set_rng_seed(t.seed)  # the same initial weights everywhere (DDP broadcasts rank 0's too)
-    model, guide = build_vae(config, dataset.dim, binary_data=binary, image_shape=dataset.image_shape)
+    model, guide = build_vae(
+        config, dataset.dim, binary_data=binary, image_shape=dataset.image_shape
+    )
     model.to(device)
     guide.to(device)
     # the per-process batch: W of them make the configured batch
@@ -148,8 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         elbo=config.inference.elbo, num_particles=config.inference.num_particles,
         seed=t.seed + rank, batch_transform=transform, progress=rank == 0,
         checkpoint=out / "checkpoint.pt" if out else None, distributed=True,
-        checkpoint_extra={"config": config.to_dict(), "data_dim": dataset.dim, "binary_data": binary,
-                          "image_shape": list(dataset.image_shape) if dataset.image_shape else None},
+        checkpoint_extra={
+            "config": config.to_dict(), "data_dim": dataset.dim, "binary_data": binary,
+            "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
+        },
     )
     metrics = None
     if rank == 0:

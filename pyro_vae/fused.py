@@ -14,7 +14,7 @@ to fuse,
 with ``pyro.plate("data", size=n, subsample_size=B)``, and from then on computes,
 from the same random numbers as Pyro (``q.rsample`` draws the same noise),
 
-    -ELBO = -(1/K) sum_k [ s_x sum_b log p(x_b|z_kb) + s_z sum_b log p(z_kb) - s_q sum_b log q(z_kb|x_b) ]
+    -ELBO = -(1/K) sum_k sum_b [ s_x log p(x_b|z_kb) + s_z log p(z_kb) - s_q log q(z_kb|x_b) ]
 
 (``trace``, like ``Trace_ELBO``), or with the closed-form KL wherever
 ``kl_divergence(q, p)`` is registered (``meanfield``, like ``TraceMeanField_ELBO``)
@@ -34,13 +34,13 @@ different estimator.  Tests: ``tests/test_fused.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer.enum import get_importance_trace
 from pyro.poutine.messenger import Messenger, _context_wrap
@@ -95,7 +95,7 @@ def _scale_only_reason(handlers: list[Messenger], sites: dict[str, bool]) -> str
         for hook in ("__enter__", "__exit__", "_postprocess_message"):
             if getattr(cls, hook) is not getattr(Messenger, hook):
                 return f"handler {cls.__name__} overrides {hook}"
-        if any(hasattr(handler, f"_pyro_{kind}") for kind in ("param", "post_sample", "post_param")):
+        if any(hasattr(handler, f"_pyro_{k}") for k in ("param", "post_sample", "post_param")):
             return f"handler {cls.__name__} handles more than sample sites"
         for name, observed in sites.items():
             msg, reference = _probe(name, observed), _probe(name, observed)
@@ -138,7 +138,8 @@ class _Plan:
             # the closed form does not depend on z: the mean over particles is the one value
             return scale_q * kl_divergence(q, p).sum() - scale_x * log_lik.sum() / num_particles
         scale_z = plate_scale * _handler_scale(self.model_handlers, "z", False)
-        elbo = scale_x * log_lik.sum() + scale_z * p.log_prob(z).sum() - scale_q * q.log_prob(z).sum()
+        log_p, log_q = p.log_prob(z).sum(), q.log_prob(z).sum()
+        elbo = scale_x * log_lik.sum() + scale_z * log_p - scale_q * log_q
         return -elbo / num_particles
 
 
@@ -196,7 +197,8 @@ class FusedELBO:
         with torch.no_grad():
             return self._plan.loss(args[0], kwargs.get("n"), self.num_particles).item()
 
-    def _make_plan(self, model, guide, x: torch.Tensor, n: int | None) -> tuple[_Plan | None, str | None]:
+    def _make_plan(self, model, guide, x: torch.Tensor, n: int | None):
+        """(plan, None) for a pair it fuses, else (None, why not)."""
         vae, model_handlers = _peel(model)
         guide_module, guide_handlers = _peel(guide)
         if not isinstance(vae, VAE) or type(vae).forward is not VAE.forward:
@@ -220,7 +222,7 @@ class FusedELBO:
         model_sites = {k: s for k, s in model_trace.nodes.items() if s["type"] == "sample"}
         guide_sites = {k: s for k, s in guide_trace.nodes.items() if s["type"] == "sample"}
         if list(model_sites) != ["z", "x"] or list(guide_sites) != ["z"]:
-            return f"sample sites {list(guide_sites)} (guide), {list(model_sites)} (model), not z; z, x"
+            return f"sample sites {list(guide_sites)} (guide), {list(model_sites)} (model)"
         x_site, z_site, q_site = model_sites["x"], model_sites["z"], guide_sites["z"]
         if not x_site["is_observed"] or x_site["value"] is not x or z_site["is_observed"]:
             return "x is not the observed site or z is observed"
@@ -236,17 +238,14 @@ class FusedELBO:
         batch = x.shape[0]
         plate_scale = (n or batch) / batch
         q, p = plan.guide.posterior(x), plan.vae.prior()
+        likelihood = plan.vae.likelihood(plan.vae.decoder(z))
         fused = {
-            "q": (q_site, plate_scale * _handler_scale(plan.guide_handlers, "z", False) * q.log_prob(z)),
-            "z": (z_site, plate_scale * _handler_scale(plan.model_handlers, "z", False) * p.log_prob(z)),
-            "x": (
-                x_site,
-                plate_scale * _handler_scale(plan.model_handlers, "x", True)
-                * plan.vae.likelihood(plan.vae.decoder(z)).log_prob(x),
-            ),
+            "q": (q_site, _handler_scale(plan.guide_handlers, "z", False) * q.log_prob(z)),
+            "z": (z_site, _handler_scale(plan.model_handlers, "z", False) * p.log_prob(z)),
+            "x": (x_site, _handler_scale(plan.model_handlers, "x", True) * likelihood.log_prob(x)),
         }
         for key, (site, log_prob) in fused.items():
-            traced = site["log_prob"]
+            log_prob, traced = plate_scale * log_prob, site["log_prob"]
             if log_prob.shape != (batch,) or not torch.allclose(
                 log_prob, traced, rtol=_CHECK_RTOL, atol=_CHECK_RTOL * float(traced.abs().max())
             ):

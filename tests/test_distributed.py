@@ -46,7 +46,8 @@ def gradients(elbo, model, guide, x, n) -> list[torch.Tensor]:
 
 def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)  # two processes on a 2-core machine
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    address = f"tcp://127.0.0.1:{port}"
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=WORLD)
     pyro.enable_validation(True)
     x = shard(data(), rank, WORLD)
     results = {}
@@ -92,7 +93,7 @@ def test_summed_gradient_equals_combined_batch(ranks, name):
     combined = torch.cat([shard(x, r, WORLD)[:BATCH] for r in range(WORLD)])
     expected = gradients(make_elbo(name), model, guide, combined, N)
     for result in ranks:
-        for got, want in zip(result[f"{name}/grad"], expected):
+        for got, want in zip(result[f"{name}/grad"], expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -101,5 +102,5 @@ def test_distributed_fit_equals_single_process_fit(ranks, name):
     model, guide = tiny_pair()
     fit(model, guide, data(), epochs=EPOCHS, batch_size=N, elbo=name, seed=SEED, progress=False)
     for result in ranks:
-        for got, want in zip(result[f"{name}/fit"], parameters(model, guide)):
+        for got, want in zip(result[f"{name}/fit"], parameters(model, guide), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -56,7 +56,7 @@ def loss_and_grads(elbo, model, guide, x, n, seed, fused):
 def assert_same(fused, plain):
     (loss_f, grads_f), (loss_p, grads_p) = fused, plain
     torch.testing.assert_close(loss_f, loss_p.detach(), rtol=1e-5, atol=1e-4)
-    for g_f, g_p in zip(grads_f, grads_p):
+    for g_f, g_p in zip(grads_f, grads_p, strict=True):
         if g_p is None:
             assert g_f is None or not g_f.any()
         else:
@@ -110,7 +110,7 @@ def test_scale_only_handler_is_honoured():
 
 
 def test_analytic_and_monte_carlo_kl_differ():
-    """``fused`` uses the closed-form KL, ``fused_trace`` the sample: same expectation, not equal."""
+    """``fused`` has the closed-form KL, ``fused_trace`` a sampled one: equal in expectation."""
     model, guide = tiny_pair()
     x = binary_batch()
     analytic = loss_and_grads(make_elbo("fused"), model, guide, x, N, seed=3, fused=True)[0]
@@ -161,9 +161,9 @@ def test_declined_pairs_fall_back_to_pyro(case):
         with context or nullcontext():
             assert elbo.decline_reason(model, guide, x, n=N) is not None, label
             pyro.set_rng_seed(4)
-            fused = _outcome(lambda: elbo.differentiable_loss(model, guide, x, n=N))
+            fused = _outcome(lambda e=elbo: e.differentiable_loss(model, guide, x, n=N))
             pyro.set_rng_seed(4)
-            plain = _outcome(lambda: elbo.fallback.differentiable_loss(model, guide, x, n=N))
+            plain = _outcome(lambda e=elbo: e.fallback.differentiable_loss(model, guide, x, n=N))
         if torch.is_tensor(plain):
             assert torch.equal(fused, plain), label
         else:  # TraceMeanField_ELBO refuses a non-reparameterized guide site, and so do we

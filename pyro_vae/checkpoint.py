@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["FORMAT_VERSION", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION",
+    "REQUIRED_KEYS",
+    "save_checkpoint",
+    "load_checkpoint",
+    "previous_checkpoint",
+]
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "epoch", "config", "model_state", "guide_state")
@@ -27,8 +34,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically; the file replaced is kept as ``*.prev.pt``.
 
     The bytes go to a temporary file in the same folder, are flushed and fsynced,
-    and only then renamed over ``path``: a crash at any moment leaves either the
-    old or the new checkpoint complete on disk.
+    and only then renamed over ``path``; the old file is first hard-linked to
+    ``*.prev.pt``, so ``path`` itself never goes missing.  A crash at any moment
+    leaves the old or the new checkpoint complete at ``path``.
+
+    ``PYRO_VAE_TEST_SAVE_DELAY`` (seconds) pauses between writing and renaming: a
+    test hook that lets the kill tests strike in the middle of a save.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,8 +49,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             torch.save({"format_version": FORMAT_VERSION, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
+        time.sleep(float(os.environ.get("PYRO_VAE_TEST_SAVE_DELAY", 0)))
         if path.exists():
-            os.replace(path, path.with_suffix(".prev.pt"))
+            prev_tmp = path.with_name(f".{path.name}.prev.tmp")
+            prev_tmp.unlink(missing_ok=True)
+            os.link(path, prev_tmp)
+            os.replace(prev_tmp, previous_checkpoint(path))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -50,6 +65,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where the checkpoint that ``path`` replaced is kept."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pyro
 
 from . import gmm_cli
 from . import toy
-from .config import load_config
+from .config import RunConfig, apply_overrides, load_config
 from .data import (
     BINARIZE_MODES,
     DATASETS,
@@ -27,12 +27,13 @@ from .data import (
     load_evaluation_array,
 )
 from .errors import UserError
-from .experiment import evaluate_vae, restore_vae, train_vae, write_metrics
-from .infer import ELBOS
+from .experiment import evaluate_vae, load_resumable, restore_vae, train_vae, write_metrics
+from .infer import ELBOS, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,8 +49,15 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
-    config = load_config(args.config, overrides)
-    return train_vae(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if args.resume is None:
+        config = load_config(args.config, overrides)
+        return train_vae(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    payload = load_resumable(args.resume)
+    epochs = [item for item in overrides if item.startswith("train.epochs=")]
+    if args.config is not None or len(epochs) != len(overrides):
+        raise UserError("--resume continues a run with its saved config; only --epochs may be given")
+    config = RunConfig.from_dict(apply_overrides(payload["config"], epochs))
+    return train_vae(config, args.resume, progress=not args.quiet, resume=payload)
 
 
 # command-line flag -> config key it overrides (the flag wins over --config and --set)
@@ -137,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("cpu", "cuda"))
     train.add_argument("--out", type=Path, default=Path("runs/train"))
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument("--resume", type=Path, metavar="DIR",
+                       help="continue the run in DIR from its last checkpoint (--epochs may extend it)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(train)
     train.set_defaults(func=_train)
@@ -174,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with pyro.validation_enabled(True):
             metrics = command(args)
+    except TrainingInterrupted as exc:
+        print(f"pyro-vae {args.command}: {exc}; continue with: pyro-vae train --resume "
+              f"{exc.checkpoint.parent if exc.checkpoint else '<run folder>'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (UserError, ValueError, FileNotFoundError) as exc:
         if args.debug:
             raise

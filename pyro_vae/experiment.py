@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import plots
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, previous_checkpoint
 from .config import RunConfig, dump_toml
 from .data import Dataset, binarize, load_dataset
 from .errors import UserError
@@ -26,7 +26,15 @@ from .evaluate import importance_estimate
 from .infer import fit
 from .models import build_vae
 
-__all__ = ["TrainedVAE", "train_vae", "restore_vae", "evaluate_vae", "write_metrics", "prepare_out"]
+__all__ = [
+    "TrainedVAE",
+    "train_vae",
+    "load_resumable",
+    "restore_vae",
+    "evaluate_vae",
+    "write_metrics",
+    "prepare_out",
+]
 
 RUN_FILES = ("metrics.json", "checkpoint.pt")
 
@@ -104,12 +112,21 @@ def _first_rows(dataset: Dataset, train: int | None, test: int | None) -> Datase
     )
 
 
-def train_vae(config: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+def train_vae(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    resume: dict[str, Any] | None = None,
+) -> dict:
     """Train the VAE that ``config`` describes and write metrics, checkpoint and figures to ``out``.
 
-    Returns the metrics dict also written to ``out/metrics.json``.
+    ``resume`` is a checkpoint of an earlier run in ``out`` (see :func:`load_resumable`):
+    training continues from where it stopped.  Returns the metrics dict also
+    written to ``out/metrics.json``.
     """
-    out = prepare_out(out, overwrite)
+    out = prepare_out(out, overwrite or resume is not None)
     device = _device(config.train.device)
     (out / "config.toml").write_text(dump_toml(config))
     dataset = load_dataset(
@@ -129,6 +146,7 @@ def train_vae(config: RunConfig, out: str | Path, *, overwrite: bool = False, pr
         batch_transform=transform, checkpoint=out / "checkpoint.pt", progress=progress,
         kl_warmup_epochs=config.inference.kl_warmup_epochs, free_bits=config.inference.free_bits,
         kl_weight=config.inference.kl_weight,
+        resume=resume,
         checkpoint_extra={
             "config": config.to_dict(),
             "data_dim": dataset.dim,
@@ -182,6 +200,20 @@ def evaluate_vae(trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, se
         "test_log_likelihood": estimate.log_likelihood.mean().item(),
         "num_particles": num_particles,
     }
+
+
+def load_resumable(out: str | Path) -> dict[str, Any]:
+    """The checkpoint to resume the run in folder ``out`` from (its ``.prev`` if the newest is unreadable)."""
+    path = Path(out) / "checkpoint.pt"
+    if not Path(out).is_dir():
+        raise UserError(f"--resume {out}: no such run folder")
+    try:
+        return load_checkpoint(path)
+    except UserError:
+        previous = previous_checkpoint(path)
+        if not previous.exists():
+            raise
+        return load_checkpoint(previous)
 
 
 def restore_vae(checkpoint: str | Path, device: str = "cpu") -> TrainedVAE:

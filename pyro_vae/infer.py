@@ -19,7 +19,11 @@ each latent site's batch-mean KL by max(free_bits, KL) nats per example.
 
 from __future__ import annotations
 
+import copy
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,11 +39,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import save_checkpoint
-from .data import minibatch_indices
+from .errors import UserError
 from .evaluate import importance_estimate
 from .registry import Registry
 
-__all__ = ["ELBOS", "FitResult", "fit", "make_elbo", "resolve_elbo", "FreeBitsELBO"]
+__all__ = [
+    "ELBOS",
+    "FitResult",
+    "FreeBitsELBO",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "fit",
+    "make_elbo",
+    "resolve_elbo",
+]
 
 ELBOS = Registry("elbo")
 
@@ -58,6 +71,26 @@ def meanfield_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
     return pyro.infer.TraceMeanField_ELBO(
         num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
     )
+
+
+@ELBOS.register("fused")
+def fused_elbo(num_particles: int = 1):
+    """``meanfield`` computed without Pyro's per-step tracing (:mod:`pyro_vae.fused`).
+
+    The same estimator from the same random numbers; a pair it cannot fuse gets
+    ``TraceMeanField_ELBO`` itself.
+    """
+    from .fused import FusedELBO  # fused imports the VAE, whose config imports this module
+
+    return FusedELBO(analytic_kl=True, num_particles=num_particles)
+
+
+@ELBOS.register("fused_trace")
+def fused_trace_elbo(num_particles: int = 1):
+    """``trace`` (Monte Carlo KL) computed without Pyro's per-step tracing; else ``Trace_ELBO``."""
+    from .fused import FusedELBO
+
+    return FusedELBO(analytic_kl=False, num_particles=num_particles)
 
 
 @ELBOS.register("auto")
@@ -163,6 +196,74 @@ class FitResult:
     seconds_per_epoch: list[float] = field(default_factory=list)
     examples_per_second: float = float("nan")
     checkpoint: Path | None = None
+    skipped_steps: int = 0  # steps dropped for a non-finite loss or gradient
+    rollbacks: int = 0  # returns to the last good state with the learning rate halved
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during ``fit``: the current step finished and a checkpoint was written."""
+
+    def __init__(self, checkpoint: Path | None):
+        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no checkpoint was asked for"
+        super().__init__(f"interrupted; {where}")
+        self.checkpoint = checkpoint
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradients stayed non-finite even after rolling back with smaller steps."""
+
+
+@dataclass
+class _Progress:
+    """Everything needed to continue training exactly where it stopped (saved in checkpoints)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # steps done in the current epoch
+    order: torch.Tensor | None = None  # the current epoch's shuffle of the training rows
+    total: float = 0.0  # sum over the epoch's examples so far of -ELBO (nats)
+    seen: int = 0
+    global_step: int = 0
+    lr: float = 1e-3
+    examples: int = 0
+    train_seconds: float = 0.0
+
+    def state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()}
+
+
+@contextmanager
+def _deferred_interrupt(enabled: bool):
+    """While active, Ctrl-C only sets ``flag["set"]``; the loop checks it after each step."""
+    flag = {"set": False}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _rng_state() -> dict[str, Any]:
+    # training draws only from torch's generators (shuffles, binarization, z samples)
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _all_finite(tensors) -> bool:
+    """One host synchronisation: a sum is NaN/inf when any of its terms is."""
+    return bool(torch.isfinite(torch.stack([t.detach().sum() for t in tensors])).all())
 
 
 def fit(
@@ -184,6 +285,10 @@ def fit(
     kl_warmup_epochs: int = 0,
     free_bits: float = 0.0,
     kl_weight: float = 1.0,
+    resume: dict[str, Any] | None = None,
+    max_bad_steps: int = 10,
+    max_rollbacks: int = 3,
+    distributed: bool = False,
 ) -> FitResult:
     """Train ``model`` and ``guide`` by SVI on ``x_train`` (N, D).
 
@@ -196,7 +301,8 @@ def fit(
     batch_transform : callable, optional
         Applied to each mini-batch (dynamic binarization draws fresh pixels here).
     checkpoint : path, optional
-        Saved after every epoch: state dicts, optimizer state, ``checkpoint_extra``.
+        Saved after every epoch (and on Ctrl-C, after the current step): state dicts,
+        optimizer state, RNG state, the position in the epoch, ``checkpoint_extra``.
     elbo : str
         A name in :data:`ELBOS`; "auto" is resolved by :func:`resolve_elbo`.
     kl_warmup_epochs : int
@@ -207,10 +313,27 @@ def fit(
     kl_weight : float
         The KL weight after warm-up (beta of a beta-VAE); 0 with the ``delta`` guide
         drops log p(z) and leaves the plain autoencoder's reconstruction loss.
+    resume : dict, optional
+        A checkpoint written by ``fit`` for the same model, guide and data: training
+        continues from its position, with its optimizer and RNG states, so the end
+        result equals that of one uninterrupted run on the CPU.
+    max_bad_steps, max_rollbacks : int
+        A step whose loss or gradient is not finite is skipped; after
+        ``max_bad_steps`` in a row the run returns to the state at the last epoch
+        boundary with the learning rate halved, at most ``max_rollbacks`` times,
+        then stops with :class:`TrainingDiverged`.
+    distributed : bool
+        This process is one of a ``torch.distributed`` group and ``x_train`` its shard:
+        the gradients are summed over the processes (:mod:`pyro_vae.distributed`).
 
     Returns
     -------
     FitResult with per-epoch train and test ELBO (nats per example) and timings.
+
+    Raises
+    ------
+    TrainingInterrupted
+        On Ctrl-C (SIGINT) when ``checkpoint`` is given, after saving it.
     """
     pyro.set_rng_seed(seed)
     n = x_train.shape[0]
@@ -228,66 +351,144 @@ def fit(
         )
     else:
         loss_fn = make_elbo(elbo, num_particles)
+    if distributed:
+        from .distributed import DataParallelELBO  # torch.distributed only when asked for
+
+        loss_fn = DataParallelELBO(loss_fn, model, guide)
     latent_scale = _ScaleLatents()
     scaled_model, scaled_guide = latent_scale(model), latent_scale(guide)
     warmup_steps = kl_warmup_epochs * -(-n // batch_size)
     params = [p for p in (*model.parameters(), *guide.parameters()) if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    # fused Adam: one kernel for all parameters instead of ~10 per tensor (torch >= 2.4)
+    fused_adam = all(p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.Adam(params, lr=lr, fused=fused_adam)
     result = FitResult(elbo=elbo, checkpoint=Path(checkpoint) if checkpoint else None)
-    examples, train_seconds, global_step = 0, 0.0, 0
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        total = torch.zeros((), device=x_train.device)
-        seen = 0
-        batches = tqdm(
-            list(minibatch_indices(n, batch_size, device=x_train.device)),
-            desc=f"epoch {epoch}/{epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for step, idx in enumerate(batches):
-            x = x_train[idx] if batch_transform is None else batch_transform(x_train[idx])
-            global_step += 1
-            warm = min(1.0, global_step / warmup_steps) if warmup_steps else 1.0
-            latent_scale.weight = kl_weight * warm
-            loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # loss ~ n * mean per-example -ELBO; weight by this batch's share of the epoch
-            total += loss.detach() * (len(idx) / n)
-            seen += len(idx)
-            if progress and step % 20 == 0:  # .item() syncs: only now and then
-                batches.set_postfix(elbo=f"{-total.item() / seen:.2f}")
-        seconds = time.perf_counter() - start
-        examples += seen
-        train_seconds += seconds
-        result.seconds_per_epoch.append(seconds)
-        result.train_elbo.append(-total.item() / n)
-        if x_test is not None:
-            test = importance_estimate(model, guide, x_test, num_particles=1)
-            result.test_elbo.append(test.elbo.mean().item())
-        if progress:
-            test_text = f"  test ELBO {result.test_elbo[-1]:.2f}" if result.test_elbo else ""
-            tqdm.write(
-                f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}{test_text}"
-                f"  ({seconds:.2f} s)"
-            )
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                {
-                    **(checkpoint_extra or {}),
-                    "epoch": epoch,
-                    "model_state": model.state_dict(),
-                    "guide_state": guide.state_dict(),
-                    "optimizer_state": optimizer.state_dict(),
-                    "metrics": {
-                        "train_elbo": result.train_elbo,
+    state = _Progress(lr=lr)
+    if resume is not None:
+        state = _restore(resume, model, guide, optimizer, result)
+
+    def snapshot():
+        return copy.deepcopy((model.state_dict(), guide.state_dict(), optimizer.state_dict(), state))
+
+    def save():
+        if not _all_finite(params):  # never write a diverged model over a good one
+            return
+        save_checkpoint(checkpoint, {
+            **(checkpoint_extra or {}),
+            "epoch": state.epoch,
+            "model_state": model.state_dict(),
+            "guide_state": guide.state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "train_state": state.state(),
+            "rng_state": _rng_state(),
+            "metrics": {"elbo": result.elbo, "train_elbo": result.train_elbo,
                         "test_elbo": result.test_elbo,
-                        "seconds_per_epoch": result.seconds_per_epoch,
-                    },
-                },
-            )
-    result.examples_per_second = examples / train_seconds
+                        "seconds_per_epoch": result.seconds_per_epoch},
+        })
+
+    last_good = snapshot()
+    bad_steps = 0
+    with _deferred_interrupt(enabled=checkpoint is not None) as interrupted:
+        while state.epoch < epochs:
+            epoch = state.epoch + 1
+            if state.order is None:
+                state.order = torch.randperm(n, device=x_train.device)
+            batches = state.order.split(batch_size)
+            start = time.perf_counter()
+            bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{epochs}",
+                       disable=not progress, leave=False)
+            while state.step < len(batches):
+                idx = batches[state.step]
+                x = x_train[idx] if batch_transform is None else batch_transform(x_train[idx])
+                warm = min(1.0, (state.global_step + 1) / warmup_steps) if warmup_steps else 1.0
+                latent_scale.weight = kl_weight * warm
+                loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grads = [p.grad for p in params if p.grad is not None]
+                if not _all_finite([loss, *grads]):
+                    result.skipped_steps += 1
+                    bad_steps += 1
+                    if bad_steps >= max_bad_steps:
+                        bad_steps = 0
+                        _roll_back(last_good, model, guide, optimizer, result, max_rollbacks)
+                        state = copy.deepcopy(last_good[3])
+                        state.lr /= 2
+                        for group in optimizer.param_groups:
+                            group["lr"] = state.lr
+                        break
+                    continue
+                bad_steps = 0
+                optimizer.step()
+                # loss ~ n * mean per-example -ELBO; weight by this batch's share of the epoch
+                state.total += loss.item() * (len(idx) / n)
+                state.seen += len(idx)
+                state.step += 1
+                state.global_step += 1
+                bar.update()
+                if progress and state.step % 20 == 1:
+                    bar.set_postfix(elbo=f"{-state.total / state.seen:.2f}")
+                if interrupted["set"]:
+                    state.train_seconds += time.perf_counter() - start
+                    bar.close()
+                    if checkpoint is not None:
+                        save()
+                    raise TrainingInterrupted(result.checkpoint)
+            else:  # the epoch ran to its end (no rollback)
+                bar.close()
+                seconds = time.perf_counter() - start
+                state.examples += state.seen
+                state.train_seconds += seconds
+                result.seconds_per_epoch.append(seconds)
+                result.train_elbo.append(-state.total / n)
+                if x_test is not None:
+                    test = importance_estimate(model, guide, x_test, num_particles=1)
+                    result.test_elbo.append(test.elbo.mean().item())
+                if progress:
+                    test_text = f"  test ELBO {result.test_elbo[-1]:.2f}" if result.test_elbo else ""
+                    tqdm.write(f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}"
+                               f"{test_text}  ({seconds:.2f} s)")
+                state.epoch, state.step, state.order = epoch, 0, None
+                state.total, state.seen = 0.0, 0
+                if checkpoint is not None:
+                    save()
+                last_good = snapshot()
+                continue
+            bar.close()
+    result.examples_per_second = state.examples / max(state.train_seconds, 1e-12)
     return result
+
+
+def _restore(payload: dict[str, Any], model, guide, optimizer, result: FitResult) -> _Progress:
+    """Load a checkpoint's states into the live objects; return the saved position."""
+    try:
+        model.load_state_dict(payload["model_state"])
+        guide.load_state_dict(payload["guide_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        state = _Progress(**payload["train_state"])
+        metrics = payload["metrics"]
+        result.train_elbo = list(metrics["train_elbo"])
+        result.test_elbo = list(metrics["test_elbo"])
+        result.seconds_per_epoch = list(metrics["seconds_per_epoch"])
+        _set_rng_state(payload["rng_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot resume from this checkpoint ({first})") from None
+    for group in optimizer.param_groups:
+        group["lr"] = state.lr
+    return state
+
+
+def _roll_back(last_good, model, guide, optimizer, result: FitResult, max_rollbacks: int) -> None:
+    """Return to the last epoch boundary's state; give up after ``max_rollbacks``."""
+    result.rollbacks += 1
+    if result.rollbacks > max_rollbacks:
+        raise TrainingDiverged(
+            f"the loss or its gradient stayed NaN/inf after {max_rollbacks} rollbacks with the "
+            "learning rate halved each time; lower --lr, or check that the likelihood suits the "
+            "data (grey levels need --binarize or a gaussian/beta likelihood)"
+        )
+    model_state, guide_state, optimizer_state, _ = last_good
+    model.load_state_dict(model_state)
+    guide.load_state_dict(guide_state)
+    optimizer.load_state_dict(optimizer_state)

@@ -1,0 +1,207 @@
+"""Checkpoints that survive crashes and refuse hostile files; resume; the NaN guard; determinism."""
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.cli import main
+from pyro_vae.config import load_config
+from pyro_vae.errors import UserError
+from pyro_vae.experiment import train_vae
+from pyro_vae.infer import TrainingDiverged, fit
+from pyro_vae.models import build_vae
+
+TINY = ["data.dataset='digits'", "model.latent_dim=2", "model.hidden=[16]",
+        "inference.eval_particles=5", "data.train_size=400", "data.test_size=50"]
+TINY_ARGS = [arg for item in TINY for arg in ("--set", item)]
+TIMING_KEYS = {"seconds_per_epoch", "examples_per_second", "evaluation_seconds", "checkpoint",
+               "figures"}
+
+
+def tiny_run(out, epochs, **kwargs):
+    return train_vae(load_config(None, [*TINY, f"train.epochs={epochs}"]), out, progress=False,
+                     **kwargs)
+
+
+def params(path):
+    payload = load_checkpoint(path)
+    return {**payload["model_state"], **{f"guide.{k}": v for k, v in payload["guide_state"].items()}}
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def numbers(metrics):
+    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, tiny_run(out, 4)
+
+
+def test_same_seed_same_numbers(uninterrupted, tmp_path):
+    out, metrics = uninterrupted
+    again = tiny_run(tmp_path, 4)
+    assert numbers(again) == numbers(metrics)
+    assert_same_params(params(tmp_path / "checkpoint.pt"), params(out / "checkpoint.pt"))
+
+
+def test_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path):
+    out, metrics = uninterrupted
+    tiny_run(tmp_path, 2)
+    assert main(["train", "--resume", str(tmp_path), "--epochs", "4", "--quiet"]) == 0
+    resumed = json.loads((tmp_path / "metrics.json").read_text())
+    assert numbers(resumed) == numbers(metrics)
+    assert_same_params(params(tmp_path / "checkpoint.pt"), params(out / "checkpoint.pt"))
+
+
+def _start(out: Path, *extra: str, delay: float = 0.0) -> subprocess.Popen:
+    env = {**os.environ, "PYRO_VAE_TEST_SAVE_DELAY": str(delay)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyro_vae", "train", *extra, "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_sigkill_at_random_moments_then_resume(uninterrupted, tmp_path):
+    """Killed three times (saves are slowed so kills land mid-save too), resumed: same result."""
+    out, _ = uninterrupted
+    rng = random.Random(0)
+    process = _start(tmp_path, *TINY_ARGS, "--epochs", "4", "--out", str(tmp_path), delay=0.2)
+    for _ in range(3):
+        _wait_for(tmp_path / "checkpoint.pt", process)
+        time.sleep(rng.uniform(0.0, 0.5))
+        if process.poll() is not None:
+            break
+        process.kill()
+        process.communicate()  # reap it and close its pipe
+        load_checkpoint(tmp_path / "checkpoint.pt")  # whatever the moment, it is loadable
+        process = _start(tmp_path, "--resume", str(tmp_path), delay=0.2)
+    stderr = process.communicate(timeout=300)[1]
+    assert process.returncode == 0, stderr
+    assert_same_params(params(tmp_path / "checkpoint.pt"), params(out / "checkpoint.pt"))
+
+
+def test_sigint_saves_and_resume_finishes_the_same(uninterrupted, tmp_path):
+    out, _ = uninterrupted
+    process = _start(tmp_path, *TINY_ARGS, "--epochs", "4", "--out", str(tmp_path), delay=0.2)
+    _wait_for(tmp_path / "checkpoint.pt", process)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, stderr
+    assert f"pyro-vae train --resume {tmp_path}" in stderr
+    assert main(["train", "--resume", str(tmp_path), "--quiet"]) == 0
+    assert_same_params(params(tmp_path / "checkpoint.pt"), params(out / "checkpoint.pt"))
+
+
+class _Marker:
+    """Unpickling this would create a file: the payload a hostile checkpoint carries."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_pickle_carrying_code_is_refused_and_never_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "checkpoint.pt", "wb") as f:
+        pickle.dump({"format_version": 1, "payload": _Marker(marker)}, f)
+    torch.save({"format_version": 1, "x": _Marker(marker)}, run / "checkpoint.prev.pt")
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt")]) == 2
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoint.prev.pt")]) == 2
+    assert main(["train", "--resume", str(run)]) == 2
+    assert not marker.exists()
+    assert "not a readable pyro-vae checkpoint" in capsys.readouterr().err
+
+
+def test_truncated_random_and_mismatched_checkpoints_are_refused(uninterrupted, tmp_path, capsys):
+    out, _ = uninterrupted
+    good = (out / "checkpoint.pt").read_bytes()
+    bad = tmp_path / "checkpoint.pt"
+    for tenth in range(10):
+        bad.write_bytes(good[: len(good) * tenth // 10])
+        assert main(["evaluate", "--checkpoint", str(bad)]) == 2
+    bad.write_bytes(random.Random(1).randbytes(5000))
+    assert main(["evaluate", "--checkpoint", str(bad)]) == 2
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    payload["config"]["model"]["latent_dim"] = 3  # weights of a 2-d model, config of a 3-d one
+    torch.save(payload, bad)
+    assert main(["evaluate", "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 12 and "does not match the model its config builds" in err[-1]
+
+
+class _NaNAt(torch.nn.Module):
+    """A model that returns a NaN likelihood on the calls listed (a fault injected on purpose)."""
+
+    def __init__(self, model, bad_calls):
+        super().__init__()
+        self.model, self.bad_calls, self.calls = model, set(bad_calls), 0
+
+    def forward(self, x=None, *, n=None):
+        self.calls += 1
+        if self.calls in self.bad_calls:
+            with pyro.validation_enabled(False):  # validation would refuse the NaN up front
+                pyro.factor("fault", torch.tensor(float("nan")))
+        return self.model(x, n=n)
+
+
+def _tiny_pair():
+    config = load_config(None, ["model.latent_dim=2", "model.hidden=[16]"])
+    return build_vae(config, 64)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")  # Pyro's own notice of the fault
+def test_one_nan_step_is_skipped():
+    model, guide = _tiny_pair()
+    x = torch.rand(256, 64).round()
+    result = fit(_NaNAt(model, {3}), guide, x, epochs=2, batch_size=64, progress=False)
+    assert result.skipped_steps == 1 and result.rollbacks == 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(map(lambda v: v == v, result.train_elbo))  # no NaN recorded
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_persistent_nan_rolls_back_then_stops_with_the_good_checkpoint_intact(tmp_path):
+    model, guide = _tiny_pair()
+    x = torch.rand(256, 64).round()
+    nan_from_epoch_2 = _NaNAt(model, range(6, 10_000))  # 4 steps per epoch: epoch 1 is clean
+    with pytest.raises(TrainingDiverged, match="lower --lr"):
+        fit(nan_from_epoch_2, guide, x, epochs=5, batch_size=64, progress=False,
+            checkpoint=tmp_path / "checkpoint.pt", max_bad_steps=3, max_rollbacks=2)
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert payload["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in payload["model_state"].values())
+    assert payload["model_state"].keys() == {f"model.{k}" for k in model.state_dict()}
+
+
+def test_nan_guard_error_is_a_user_error():
+    assert issubclass(TrainingDiverged, UserError)

@@ -9,12 +9,13 @@ what is allowed.  ``--set section.key=value`` overrides parse ``value`` as TOML.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import UserError
 
@@ -76,7 +77,7 @@ class ModelConfig:
 
 @dataclass
 class PriorConfig:
-    """``components``: K of ``mixture`` and ``vamp``; ``df``: degrees of freedom of ``student_t``."""
+    """``components``: K of ``mixture`` and ``vamp``; ``df``: ``student_t``'s degrees of freedom."""
 
     name: str = "normal"
     components: int = 10
@@ -111,7 +112,7 @@ class LikelihoodConfig:
 
 @dataclass
 class GuideConfig:
-    """``flows``/``flow_hidden``: IAF layers of ``iaf`` and their hidden sizes ([] = 2 * latent_dim)."""
+    """``flows``/``flow_hidden``: ``iaf``'s layers and their hidden sizes ([] = 2 * latent_dim)."""
 
     name: str = "gaussian"
     flows: int = 2
@@ -191,7 +192,7 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, mapping: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, mapping: dict[str, Any]) -> RunConfig:
         """Build and validate; every problem is a ``UserError`` naming ``section.key``."""
         if not isinstance(mapping, dict):
             raise UserError(f"a config must be a table of sections, got {type(mapping).__name__}")

@@ -121,7 +121,7 @@ class ContinuousBernoulli(dist.ContinuousBernoulli):
 
 
 class ContinuousBernoulliLikelihood(nn.Module):
-    """Factorized continuous Bernoulli with logits from the decoder: a proper density on [0, 1]^D."""
+    """Factorized continuous Bernoulli, logits from the decoder: a proper density on [0, 1]^D."""
 
     @staticmethod
     def decoder_features(data_dim: int) -> int:

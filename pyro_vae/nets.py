@@ -12,7 +12,7 @@ through.  It is called with the keyword arguments its signature names, out of
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ def mlp(
         )
     sizes = [in_features, *hidden]
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
     layers.append(nn.Linear(sizes[-1], out_features))
     return nn.Sequential(*layers)
@@ -57,7 +57,7 @@ def mlp_pair(
     hidden: Sequence[int] = (400,),
     activation: str = "softplus",
 ) -> tuple[nn.Sequential, nn.Sequential]:
-    """MLP encoder ``D -> reversed(hidden) -> E`` and decoder ``L -> hidden -> F`` (mirror images)."""
+    """MLP encoder ``D -> reversed(hidden) -> E`` and decoder ``L -> hidden -> F`` (mirrored)."""
     encoder = mlp(data_dim, encoder_features, list(reversed(hidden)), activation)
     decoder = mlp(latent_dim, decoder_features, hidden, activation)
     return encoder, decoder
@@ -115,11 +115,15 @@ class ConvDecoder(nn.Module):
         self.image_shape = tuple(image_shape)
         h, w = self.image_shape
         if out_features % (h * w):
-            raise ValueError(f"conv decoder output {out_features} is not a multiple of {h * w} pixels")
+            raise ValueError(
+                f"conv decoder output {out_features} is not a multiple of {h * w} pixels"
+            )
         c1, c2 = channels
         act = ACTIVATIONS[activation]
         self.start = (c2, h // 4, w // 4)
-        self.head = nn.Sequential(mlp(latent_dim, c2 * (h // 4) * (w // 4), hidden, activation), act())
+        self.head = nn.Sequential(
+            mlp(latent_dim, c2 * (h // 4) * (w // 4), hidden, activation), act()
+        )
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), act(),
             nn.ConvTranspose2d(c1, out_features // (h * w), 4, stride=2, padding=1),
@@ -145,7 +149,9 @@ def conv_pair(
     """Small convolutional encoder and decoder for one-channel images with H, W divisible by 4."""
     shape = _image_side(image_shape, data_dim)
     if len(channels) != 2:
-        raise ValueError(f"model.channels must list 2 channel counts for 'conv', got {list(channels)}")
+        raise ValueError(
+            f"model.channels must list 2 channel counts for 'conv', got {list(channels)}"
+        )
     encoder = ConvEncoder(shape, encoder_features, channels, hidden, activation)
     decoder = ConvDecoder(shape, latent_dim, decoder_features, channels, hidden, activation)
     return encoder, decoder

@@ -17,7 +17,7 @@ prior is one function and one ``@PRIORS.register`` line::
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import pyro.distributions as dist
 import torch
@@ -153,8 +153,9 @@ class VampPrior(nn.Module):
     def forward(self) -> dist.Distribution:
         loc, scale = self._encode(self.pseudo_inputs)  # (K, latent_dim) each
         components = loc.shape[0]
+        uniform = torch.full((components,), -math.log(components), device=loc.device)
         return dist.MixtureSameFamily(
-            dist.Categorical(logits=torch.full((components,), -math.log(components), device=loc.device)),
+            dist.Categorical(logits=uniform),
             dist.Normal(loc, scale).to_event(1),
         )
 

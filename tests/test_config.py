@@ -136,16 +136,17 @@ PIPELINE = [pytest.param(p, marks=[] if p.stem == "vae_mnist5k" else [pytest.mar
 @pytest.mark.parametrize("path", PIPELINE)
 def test_example_config_trains_one_tiny_epoch(path, tmp_path, capsys, loaded_once):
     out = tmp_path / path.stem
-    argv = ["train", "--config", str(path), "--set", "train.epochs=1", "--set", "data.train_size=64",
-            "--set", "data.test_size=16", "--set", "inference.eval_particles=4", "--quiet", "--json",
-            "--out", str(out)]
+    argv = ["train", "--config", str(path), "--set", "train.epochs=1",
+            "--set", "data.train_size=64", "--set", "data.test_size=16",
+            "--set", "inference.eval_particles=4", "--quiet", "--json", "--out", str(out)]
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["num_train"] == 64 and metrics["num_test"] == 16
     assert metrics["elbo"] in ("meanfield", "trace")
     assert math.isfinite(metrics["test_elbo"])
     if load_config(path).guide.name == "delta":
-        assert metrics["test_log_likelihood"] is None  # a point mass: no importance-sampled log p(x)
+        # a point mass: no importance-sampled log p(x)
+        assert metrics["test_log_likelihood"] is None
     else:
         assert math.isfinite(metrics["test_log_likelihood"])
     assert load_config(out / "config.toml") == load_config(path, ["train.epochs=1",

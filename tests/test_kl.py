@@ -21,10 +21,10 @@ from pyro_vae.experiment import TrainedVAE, evaluate_vae
 from pyro_vae.infer import FreeBitsELBO, _ScaleLatents, make_elbo, resolve_elbo
 from pyro_vae.likelihoods import (
     BETA_EPSILON,
+    MIN_GAUSSIAN_SCALE,
     ClampedBeta,
     ContinuousBernoulli,
     GaussianLikelihood,
-    MIN_GAUSSIAN_SCALE,
 )
 from pyro_vae.models import build_vae
 from pyro_vae.priors import MixturePrior, VampPrior
@@ -96,7 +96,8 @@ def test_free_bits_floor_the_batch_mean_kl(x):
     # a floor above every example's KL: the KL term is exactly B * floor, and gives no gradient
     floor = 1e3
     pyro.set_rng_seed(2)
-    loss = FreeBitsELBO(floor, analytic=True, max_plate_nesting=1).differentiable_loss(model, guide, x)
+    free_bits = FreeBitsELBO(floor, analytic=True, max_plate_nesting=1)
+    loss = free_bits.differentiable_loss(model, guide, x)
     pyro.set_rng_seed(2)
     z = guide(x)
     reconstruction = -model.likelihood(model.decoder(z)).log_prob(x).sum()
@@ -137,12 +138,13 @@ def test_vamp_prior_is_the_mean_of_the_encoder_gaussians_at_the_pseudo_inputs():
         assert torch.allclose(prior().log_prob(z), expected, atol=1e-5)
     # the pseudo-inputs are the model's parameters; the encoder's stay the guide's, not duplicated
     names = dict(model.named_parameters())
-    assert "prior.pseudo_inputs" in names and len(names) == 1 + len(dict(model.decoder.named_parameters()))
+    assert "prior.pseudo_inputs" in names
+    assert len(names) == 1 + len(dict(model.decoder.named_parameters()))
 
 
 @pytest.mark.parametrize("logit", [-40.0, -5.0, -1e-3, 0.0, 1e-4, 0.3, 5.0, 30.0])
 def test_continuous_bernoulli_normalizer_matches_numerical_integration(logit):
-    """torch's own normalizer is off by log(|logit| / 16) past |logit| ~ 16; ours integrates to 1."""
+    """torch's normalizer is off by log(|logit| / 16) past |logit| ~ 16; ours integrates to 1."""
     d = ContinuousBernoulli(logits=torch.tensor(logit, dtype=torch.float64))
     density = lambda v: d.log_prob(torch.tensor(v, dtype=torch.float64)).exp().item()  # noqa: E731
     total, _ = quad(density, 0.0, 1.0, points=[0.5], limit=200)

@@ -69,7 +69,8 @@ def test_combination_takes_a_finite_svi_step(prior, likelihood, guide):
     result = fit(model, guide_, x, epochs=1, batch_size=len(x), elbo="auto", progress=False)
     assert result.elbo in ("meanfield", "trace")
     assert len(result.train_elbo) == 1 and math.isfinite(result.train_elbo[0])
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.decoder.parameters()))
+    changed = zip(before, model.decoder.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in changed)
     assert model.sample_means(2).shape == (2, D)
 
 
@@ -92,7 +93,8 @@ def test_conv_rejects_images_it_cannot_halve_twice():
 def test_prior_registered_in_a_test_file_trains_from_the_config_path(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--set", 'prior.name="cauchy_test"', "--dataset", "digits",
-            "--set", "data.train_size=64", "--set", "data.test_size=16", "--set", "model.hidden=[16]",
+            "--set", "data.train_size=64", "--set", "data.test_size=16",
+            "--set", "model.hidden=[16]",
             "--latent-dim", "2", "--epochs", "1", "--eval-particles", "5", "--quiet", "--json",
             "--out", str(out)]
     assert main(argv) == 0
@@ -102,4 +104,5 @@ def test_prior_registered_in_a_test_file_trains_from_the_config_path(tmp_path, c
     assert math.isfinite(metrics["test_log_likelihood"])
     assert 'name = "cauchy_test"' in (out / "config.toml").read_text()
     # the checkpoint rebuilds through the same registry
-    assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--num-particles", "3"]) == 0
+    evaluate = ["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--num-particles", "3"]
+    assert main(evaluate) == 0

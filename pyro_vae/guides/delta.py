@@ -50,7 +50,7 @@ class DeltaGuide(nn.Module):
         return dist.Delta(self.encoder(x), event_dim=1)
 
     def forward(self, x: torch.Tensor, *, n: int | None = None) -> torch.Tensor:
-        """The code z of shape (B, latent_dim) of the batch x of shape (B, D) of a data set of size n."""
+        """The code z (B, latent_dim) of the batch x (B, D) of a data set of size n."""
         pyro.module("guide", self)
         batch = x.shape[0]
         with pyro.plate("data", size=n or batch, subsample_size=batch):

@@ -1,0 +1,141 @@
+"""Every mistake a user can make: exit status 2, one line that says what to change, nothing lost.
+
+Plus a property test: no TOML document, however odd, makes the config parser raise
+anything but the one-line ``UserError``.
+"""
+
+import tomllib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyro_vae.cli import main
+from pyro_vae.config import RunConfig, load_config
+from pyro_vae.errors import UserError
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Bad and good input files in a scratch folder that is also the working directory."""
+    np.save(tmp_path / "grey.npy", np.full((20, 4), 0.5))
+    np.save(tmp_path / "big.npy", np.full((20, 4), 7.0))
+    np.save(tmp_path / "nan.npy", np.array([[0.1, np.nan]] * 20))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    np.save(tmp_path / "points.npy", np.random.default_rng(0).normal(size=(50, 2)))
+    np.save(tmp_path / "toy_nan.npy", np.array([0.1, np.nan, 0.3]))
+    np.save(tmp_path / "toy_2d.npy", np.zeros((5, 2)))
+    (tmp_path / "text.npy").write_text("not numpy")
+    (tmp_path / "bad.toml").write_text("[train\nepochs = ")
+    (tmp_path / "unknown_section.toml").write_text("[trian]\nepochs = 3\n")
+    (tmp_path / "ckpt.pt").write_bytes(b"\x00" * 100)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    return tmp_path
+
+
+BAD_INPUTS = [
+    # train: names, numbers, files, folders
+    (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+    (["train", "--epochs", "-3"], "train.epochs must be a positive integer"),
+    (["train", "--batch-size", "0"], "train.batch_size must be a positive integer"),
+    (["train", "--lr", "0"], "train.lr must be > 0"),
+    (["train", "--latent-dim", "0"], "model.latent_dim must be a positive integer"),
+    (["train", "--epochs", "two"], "invalid int value: 'two'"),
+    (["train", "--set", "train.epochs=2.5"], "train.epochs must be of type int"),
+    (["train", "--set", "model.hidden=[-4]"], "model.hidden must be a positive integer"),
+    (["train", "--set", "trainepochs=3"], "--set expects section.key=value"),
+    (["train", "--set", "prior.name='nope'"], "prior.name = 'nope' is not valid"),
+    (["train", "--config", "missing.toml"], "config file missing.toml does not exist"),
+    (["train", "--config", "bad.toml"], "is not valid TOML"),
+    (["train", "--config", "unknown_section.toml"], "unknown config section 'trian'"),
+    (["train", "--data", "big.npy"], "scale it to [0, 1] first"),
+    (["train", "--data", "nan.npy"], "NaN"),
+    (["train", "--data", "empty.npy"], "non-empty"),
+    (["train", "--data", "text.npy"], "cannot read text.npy"),
+    (["train", "--data", "points.csv"], "does not exist"),
+    (["train", "--dataset", "mnist"], "needs --data-dir"),
+    (["train", "--out", "run"], "holds another run; pass --overwrite"),
+    (["train", "--resume", "nowhere"], "no such run folder"),
+    (["train", "--device", "cuda"] if not __import__("torch").cuda.is_available() else
+     ["train", "--device", "tpu"], "cuda"),
+    # evaluate and sample
+    (["evaluate", "--checkpoint", "ckpt.pt"], "not a readable pyro-vae checkpoint"),
+    (["evaluate", "--checkpoint", "missing.pt"], "does not exist"),
+    (["sample", "--checkpoint", "ckpt.pt", "--out", "s.png"], "not a readable pyro-vae checkpoint"),
+    (["sample", "--checkpoint", "ckpt.pt", "-n", "-1"], "-n must be a positive"),
+    # toy
+    (["toy", "--simulate", "2,1,0,100", "--inference", "mle"], "must satisfy a < b"),
+    (["toy", "--simulate", "0.5,2,1", "--inference", "mle"], "a,b,mu,N"),
+    (["toy", "--simulate", "0,2,0,100", "--inference", "mle"], "a=0"),
+    (["toy", "--data", "toy_nan.npy", "--inference", "mle"], "NaN"),
+    (["toy", "--data", "toy_2d.npy", "--inference", "mle"], "expected shape (n,)"),
+    (["toy", "--simulate", "0.5,2,1,100", "--inference", "magic"], "invalid choice"),
+    # gmm
+    (["gmm", "--data", "points.npy", "--components", "0"], "--components must be between 1 and"),
+    (["gmm", "--data", "nan.npy", "--components", "2"], "NaN"),
+    (["gmm", "--data", "missing.npy", "--components", "2"], "does not exist"),
+    (["gmm", "--simulate", "10,2", "--components", "2"], "N,D,K"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line(argv, message, files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    before = sorted(p.name for p in files.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert message.lower() in err.lower()
+    assert "Traceback" not in err
+    # nothing lost: every file there before is still there, the other run untouched
+    assert set(before) <= {p.name for p in files.rglob("*")}
+    assert (files / "run" / "metrics.json").read_text() == "{}"
+
+
+def test_debug_shows_the_traceback(files, monkeypatch):
+    monkeypatch.chdir(files)
+    with pytest.raises(UserError):
+        main(["train", "--data", "big.npy", "--debug"])
+
+
+toml_scalars = st.one_of(
+    st.integers(-10**6, 10**6), st.floats(allow_nan=False), st.booleans(), st.text(max_size=8)
+)
+toml_values = st.one_of(toml_scalars, st.lists(toml_scalars, max_size=3))
+section_names = st.sampled_from(
+    ["data", "model", "prior", "likelihood", "guide", "inference", "train", "extra"]
+)
+key_names = st.sampled_from(
+    ["dataset", "binarize", "latent_dim", "hidden", "activation", "name", "elbo",
+     "num_particles", "epochs", "batch_size", "lr", "seed", "device", "bogus"]
+)
+configs = st.dictionaries(
+    section_names, st.one_of(st.dictionaries(key_names, toml_values, max_size=4), toml_scalars),
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configs)
+def test_random_configs_give_a_config_or_a_user_error(mapping):
+    try:
+        config = RunConfig.from_dict(mapping)
+    except UserError as exc:
+        assert len(str(exc).splitlines()) == 1
+    else:
+        assert config.train.epochs >= 1 and config.train.lr > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=60))
+def test_random_toml_text_never_raises_a_traceback(text):
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return  # load_config turns this into a UserError (see BAD_INPUTS)
+    try:
+        load_config(None, [f"train.epochs={text}"] if "\n" not in text else [])
+    except UserError:
+        pass

@@ -26,8 +26,16 @@ def setup(overrides=(), device="cpu", seed=0):
     model, guide = build_vae(config, data.dim, binary_data=config.data.binarize != "none")
     model.to(device)
     guide.to(device)
-    return (config, x_train, x_test, transform, model, guide,
-            copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder))
+    return (
+        config,
+        x_train,
+        x_test,
+        transform,
+        model,
+        guide,
+        copy.deepcopy(guide.encoder),
+        copy.deepcopy(model.decoder),
+    )
 
 
 def median_seconds(rounds: int, routes: dict) -> dict[str, float]:

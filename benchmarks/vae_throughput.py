@@ -15,7 +15,8 @@ of the plain loop from the same weights, and Pyro's own VAE example loop against
 ours (``vs_pyro_example.py``).
 
     python benchmarks/vae_throughput.py [--repeats 5] [--batch-sizes 128,1024] [--threads N]
-        [--quality-epochs 10] [--example-epochs 10] [--thread-sweep] [--compile] [--device cpu]
+        [--quality-epochs 10] [--quality-seeds 0,1,2] [--example-epochs 10] [--thread-sweep]
+        [--compile] [--device cpu]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import copy
 import os
 import platform
+import statistics
 import time
 import warnings
 from unittest import mock
@@ -40,11 +42,19 @@ from pyro_vae.reference import plain_optimizer, train_plain_epoch
 
 
 def fit_route(model, guide, x, batch_size, transform, elbo, setup_seconds: list):
-    """One timed ``fit`` epoch (the second of two); the first's extra time goes to ``setup_seconds``."""
+    """One timed ``fit`` epoch (the second of two); the first's extra time -> ``setup_seconds``."""
 
     def epoch():
-        result = fit(model, guide, x, epochs=2, batch_size=batch_size, elbo=elbo,
-                     batch_transform=transform, progress=False)
+        result = fit(
+            model,
+            guide,
+            x,
+            epochs=2,
+            batch_size=batch_size,
+            elbo=elbo,
+            batch_transform=transform,
+            progress=False,
+        )
         first, second = result.seconds_per_epoch
         setup_seconds.append(first - second)
         return second
@@ -78,8 +88,11 @@ def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, de
     """name -> one-epoch callable, plus the set-up seconds lists of the fit routes."""
     n = x_train.shape[0]
     plain_opt = plain_optimizer(encoder, decoder, lr)
-    routes = {"plain PyTorch (reference)": lambda: train_plain_epoch(
-        encoder, decoder, plain_opt, x_train, batch_size, transform)}
+    routes = {
+        "plain PyTorch (reference)": lambda: train_plain_epoch(
+            encoder, decoder, plain_opt, x_train, batch_size, transform
+        )
+    }
     setups = {}
     for elbo in ("trace", "meanfield", "fused_trace", "fused"):
         model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
@@ -104,15 +117,18 @@ def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, de
     routes["loop: Trace_ELBO, 4 vectorized particles"] = loop("trace", particles=4)
     routes["loop: fused, 4 vectorized particles, fused Adam"] = loop("fused", 4, fused_adam=True)
     if args.compile:
-        routes["loop: torch.compile(fused), fused Adam"] = loop("fused", fused_adam=True, compiled=True)
+        routes["loop: torch.compile(fused), fused Adam"] = loop(
+            "fused", fused_adam=True, compiled=True
+        )
     return routes, setups
 
 
 def throughput_table(batch_size, args, data) -> None:
     config, x_train, _, transform, model0, guide0, encoder, decoder = data
     encoder, decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
-    routes, setups = routes_for(batch_size, args, x_train, transform, model0, guide0,
-                                encoder, decoder, config.train.lr)
+    routes, setups = routes_for(
+        batch_size, args, x_train, transform, model0, guide0, encoder, decoder, config.train.lr
+    )
     first = {}  # the first epoch of every route: one-time costs (compilation) show here
     for name, epoch in routes.items():
         first[name] = epoch()
@@ -121,15 +137,19 @@ def throughput_table(batch_size, args, data) -> None:
         seconds = median_seconds(args.repeats, routes)
     n = x_train.shape[0]
     plain = seconds["plain PyTorch (reference)"]
-    print(f"\nbatch {batch_size}: {n} examples, {n // batch_size + (n % batch_size > 0)} steps per epoch, "
-          f"median of {args.repeats} turns")
+    print(
+        f"\nbatch {batch_size}: {n} examples, {-(-n // batch_size)} steps per epoch, "
+        f"median of {args.repeats} turns"
+    )
     print("| route | s/epoch | examples/s | ratio vs plain | one-time s |\n|---|---|---|---|---|")
     for name, s in seconds.items():
         once = (sum(setups[name]) / len(setups[name])) if name in setups else first[name] - s
         print(f"| {name} | {s:.3f} | {n / s:,.0f} | {plain / s:.2f} | {max(once, 0.0):.2f} |")
     fused = seconds["fit, elbo=fused"]
-    print(f"fit(elbo='fused') / plain throughput ratio at batch {batch_size} = {plain / fused:.2f} "
-          f"(target >= 1.0); fit(elbo='trace') = {plain / seconds['fit, elbo=trace']:.2f}")
+    print(
+        f"fit(elbo='fused') / plain throughput ratio at batch {batch_size} = {plain / fused:.2f} "
+        f"(target >= 1.0); fit(elbo='trace') = {plain / seconds['fit, elbo=trace']:.2f}"
+    )
     if caught:
         print("warnings during the timed epochs:", sorted({str(w.message)[:100] for w in caught}))
 
@@ -142,69 +162,130 @@ def thread_sweep(args, data, batch_size: int = 128) -> None:
     for threads in sorted({1, os.cpu_count() or 1}):
         plain_encoder, plain_decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
         optimizer = plain_optimizer(plain_encoder, plain_decoder, config.train.lr)
-        fused = fit_route(copy.deepcopy(model0), copy.deepcopy(guide0), x_train, batch_size,
-                          transform, "fused", [])
+        fused = fit_route(
+            copy.deepcopy(model0),
+            copy.deepcopy(guide0),
+            x_train,
+            batch_size,
+            transform,
+            "fused",
+            [],
+        )
 
         def plain(e=plain_encoder, d=plain_decoder, o=optimizer):
             return train_plain_epoch(e, d, o, x_train, batch_size, transform)
 
-        for name, epoch in ((f"plain, {threads} thread(s)", plain), (f"fit fused, {threads} thread(s)", fused)):
-            routes[name] = lambda epoch=epoch, threads=threads: (torch.set_num_threads(threads), epoch())[1]
+        for name, epoch in (
+            (f"plain, {threads} thread(s)", plain),
+            (f"fit fused, {threads} thread(s)", fused),
+        ):
+            routes[name] = lambda epoch=epoch, threads=threads: (
+                torch.set_num_threads(threads),
+                epoch(),
+            )[1]
     seconds = median_seconds(args.repeats, routes)
     torch.set_num_threads(chosen)
     n = x_train.shape[0]
-    print(f"\ntorch.set_num_threads at batch {batch_size} ({os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}), median of {args.repeats} turns")
+    print(
+        f"\ntorch.set_num_threads at batch {batch_size} ({os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}), median of {args.repeats} turns"
+    )
     print("| route | s/epoch | examples/s |\n|---|---|---|")
     for name, value in seconds.items():
         print(f"| {name} | {value:.3f} | {n / value:,.0f} |")
 
 
-def quality(args, data) -> None:
-    """Test ELBO after the same epochs, fit(elbo="fused") vs the plain loop, same start and seed."""
-    config, x_train, x_test, transform, model0, guide0, encoder, decoder = data
-    model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
-    encoder, decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
-    t = config.train
-    result = fit(model, guide, x_train, epochs=args.quality_epochs, batch_size=t.batch_size, lr=t.lr,
-                 elbo="fused", seed=t.seed, batch_transform=transform, progress=False)
-    pyro.set_rng_seed(t.seed)
-    optimizer = plain_optimizer(encoder, decoder, t.lr)
-    plain_s = [train_plain_epoch(encoder, decoder, optimizer, x_train, t.batch_size, transform)
-               for _ in range(args.quality_epochs)]
-    fused_elbo = test_elbo(model, guide, x_test)
-    plain_elbo = plain_test_elbo(model0, guide0, encoder, decoder, x_test)
-    print(f"\ntest ELBO after {args.quality_epochs} epochs (batch {t.batch_size}, seed {t.seed}, "
-          f"1000 binarized test images, 100 particles each, nats per example)")
-    print("| training loop | test ELBO | mean s/epoch |\n|---|---|---|")
-    print(f"| pyro-vae fit, elbo=fused | {fused_elbo:.2f} | {sum(result.seconds_per_epoch) / len(plain_s):.3f} |")
-    print(f"| plain PyTorch | {plain_elbo:.2f} | {sum(plain_s) / len(plain_s):.3f} |")
-    print(f"difference (fused - plain) = {fused_elbo - plain_elbo:+.2f} nats (target within 0.5)")
+def quality(args) -> None:
+    """Test ELBO after the same epochs, fit(elbo="fused") vs the plain loop, from the same weights.
+
+    One row per seed (the seed fixes the initial weights and the random numbers of both
+    loops, which draw them in different orders), and the mean difference.
+    """
+    rows = []
+    for seed in (int(s) for s in args.quality_seeds.split(",")):
+        config, x_train, x_test, transform, model, guide, encoder, decoder = setup(
+            device=args.device, seed=seed
+        )
+        model0, guide0 = copy.deepcopy(model), copy.deepcopy(guide)
+        t = config.train
+        result = fit(
+            model,
+            guide,
+            x_train,
+            epochs=args.quality_epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            elbo="fused",
+            seed=seed,
+            batch_transform=transform,
+            progress=False,
+        )
+        pyro.set_rng_seed(seed)
+        optimizer = plain_optimizer(encoder, decoder, t.lr)
+        plain_s = [
+            train_plain_epoch(encoder, decoder, optimizer, x_train, t.batch_size, transform)
+            for _ in range(args.quality_epochs)
+        ]
+        rows.append(
+            (
+                seed,
+                test_elbo(model, guide, x_test),
+                plain_test_elbo(model0, guide0, encoder, decoder, x_test),
+                statistics.mean(result.seconds_per_epoch),
+                statistics.mean(plain_s),
+            )
+        )
+    print(
+        f"\ntest ELBO after {args.quality_epochs} epochs (batch {t.batch_size}, 1000 binarized "
+        f"test images, 100 particles each, nats per example)"
+    )
+    print("| seed | fit, elbo=fused | plain PyTorch | fused - plain | s/epoch fused / plain |")
+    print("|---|---|---|---|---|")
+    for seed, fused, plain, fused_s, plain_s in rows:
+        print(
+            f"| {seed} | {fused:.2f} | {plain:.2f} | {fused - plain:+.2f} | "
+            f"{fused_s:.3f} / {plain_s:.3f} |"
+        )
+    mean = statistics.mean(fused - plain for _, fused, plain, _, _ in rows)
+    print(
+        f"mean difference (fused - plain) = {mean:+.2f} nats over {len(rows)} seeds "
+        f"(target within 0.5)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-sizes", default="128,1024")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, help="torch.set_num_threads (default: torch's choice)"
+    )
     parser.add_argument("--quality-epochs", type=int, default=10, help="0 skips the ELBO check")
+    parser.add_argument("--quality-seeds", default="0,1,2")
     parser.add_argument("--example-epochs", type=int, default=10, help="0 skips the Pyro example")
-    parser.add_argument("--thread-sweep", action="store_true", help="plain and fused at 1 and all threads")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the fused loss")
+    parser.add_argument(
+        "--thread-sweep", action="store_true", help="plain and fused at 1 and all threads"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile of the fused loss"
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"VAE 784-400-50 on mnist5k, {args.device}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
-          f"pyro {pyro.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"VAE 784-400-50 on mnist5k, {args.device}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
+        f"torch {torch.__version__}, "
+        f"pyro {pyro.__version__}, {torch.get_num_threads()} threads"
+    )
     data = setup(device=args.device)
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         throughput_table(batch_size, args, data)
     if args.thread_sweep:
         thread_sweep(args, data)
     if args.quality_epochs:
-        quality(args, data)
+        quality(args)
     if args.example_epochs and args.device == "cpu":
         compare(args.example_epochs, rounds=2, elbos=("auto", "fused"))
 

@@ -64,8 +64,11 @@ class PyroExampleVAE(nn.Module):
             z_scale = x.new_ones(torch.Size((x.shape[0], self.latent_dim)))
             z = pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
             loc_img = torch.sigmoid(self.decoder(z))
-            pyro.sample("obs", dist.Bernoulli(loc_img, validate_args=False).to_event(1),
-                        obs=x.reshape(-1, 784))
+            pyro.sample(
+                "obs",
+                dist.Bernoulli(loc_img, validate_args=False).to_event(1),
+                obs=x.reshape(-1, 784),
+            )
 
     def guide(self, x):
         pyro.module("encoder", self.encoder)
@@ -79,7 +82,9 @@ def example_run(vae: PyroExampleVAE, x_train, epochs: int, lr: float, workers: i
     loader = torch.utils.data.DataLoader(
         PerItemImages(x_train), batch_size=EXAMPLE_BATCH, shuffle=True, num_workers=workers
     )
-    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}), loss=pyro.infer.Trace_ELBO())
+    svi = pyro.infer.SVI(
+        vae.model, vae.guide, pyro.optim.Adam({"lr": lr}), loss=pyro.infer.Trace_ELBO()
+    )
     seconds = []
     # the tutorial turns distribution validation off
     with pyro.validation_enabled(False):
@@ -92,9 +97,10 @@ def example_run(vae: PyroExampleVAE, x_train, epochs: int, lr: float, workers: i
     return seconds
 
 
-def compare(epochs: int = 10, rounds: int = 2, elbos=("auto", "fused"), workers: int = 1,
-            seed: int = 0) -> None:
-    """Print seconds per epoch and test ELBO of the example loop and of ``fit`` with each of ``elbos``.
+def compare(
+    epochs: int = 10, rounds: int = 2, elbos=("auto", "fused"), workers: int = 1, seed: int = 0
+) -> None:
+    """Print s/epoch and test ELBO of the example loop and of ``fit`` with each of ``elbos``.
 
     Each round runs the example and then each of ours from the same weights; the first
     epoch of every run is left out of the median (warm-up).
@@ -113,22 +119,42 @@ def compare(epochs: int = 10, rounds: int = 2, elbos=("auto", "fused"), workers:
         for elbo in elbos:
             pyro.clear_param_store()
             model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
-            result = fit(model, guide, x_train, epochs=epochs, batch_size=EXAMPLE_BATCH, lr=lr,
-                         elbo=elbo, seed=seed, progress=False)
+            result = fit(
+                model,
+                guide,
+                x_train,
+                epochs=epochs,
+                batch_size=EXAMPLE_BATCH,
+                lr=lr,
+                elbo=elbo,
+                seed=seed,
+                progress=False,
+            )
             seconds[elbo] += result.seconds_per_epoch[1:]
             test[elbo], resolved[elbo] = test_elbo(model, guide, x_test), result.elbo
     median = {name: statistics.median(values) for name, values in seconds.items()}
     n = x_train.shape[0]
-    print(f"\nPyro's VAE example loop vs ours: grey-level mnist5k ({n} train), batch {EXAMPLE_BATCH}, "
-          f"{epochs} epochs, median of {rounds} runs; test ELBO: 1000 test images, 100 particles, nats")
-    print("| training loop | s/epoch | examples/s | speed-up vs example | test ELBO |\n|---|---|---|---|---|")
-    print(f"| Pyro example: per-item PIL/ToTensor DataLoader ({workers} worker), SVI, Trace_ELBO, "
-          f"pyro.optim.Adam | {median['example']:.3f} | {n / median['example']:,.0f} | 1.00 "
-          f"| {test['example']:.2f} |")
+    print(
+        f"\nPyro's VAE example loop vs ours: grey-level mnist5k ({n} train), "
+        f"batch {EXAMPLE_BATCH}, {epochs} epochs, median of {rounds} runs; "
+        "test ELBO: 1000 test images, 100 particles, nats"
+    )
+    print(
+        "| training loop | s/epoch | examples/s | speed-up vs example | test ELBO |\n"
+        "|---|---|---|---|---|"
+    )
+    print(
+        f"| Pyro example: per-item PIL/ToTensor DataLoader ({workers} worker), SVI, Trace_ELBO, "
+        f"pyro.optim.Adam | {median['example']:.3f} | {n / median['example']:,.0f} | 1.00 "
+        f"| {test['example']:.2f} |"
+    )
     for elbo in elbos:
-        print(f"| pyro-vae fit, elbo={elbo} ({resolved[elbo]}), index batches of a preloaded tensor "
-              f"| {median[elbo]:.3f} | {n / median[elbo]:,.0f} | {median['example'] / median[elbo]:.2f} "
-              f"| {test[elbo]:.2f} |")
+        print(
+            f"| pyro-vae fit, elbo={elbo} ({resolved[elbo]}), index batches of a preloaded tensor "
+            f"| {median[elbo]:.3f} | {n / median[elbo]:,.0f} "
+            f"| {median['example'] / median[elbo]:.2f} "
+            f"| {test[elbo]:.2f} |"
+        )
     print("target: >= 2.5x faster than the example with equal test ELBO")
 
 
@@ -136,8 +162,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--elbos", default="auto,fused", help="our loop's ELBOs (config default: auto)")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (the tutorial: 1)")
+    parser.add_argument(
+        "--elbos", default="auto,fused", help="our loop's ELBOs (config default: auto)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="DataLoader workers (the tutorial: 1)"
+    )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:

@@ -25,23 +25,23 @@ FAST = ["--dataset", "digits", "--quiet", "--set", "data.train_size=8", "--set",
         ("model.latent_dim=0", "model.latent_dim"),
         ("model.hidden=[400, -2]", "model.hidden"),
         ("model.hidden=400", "model.hidden"),
-        ('model.network="rnn"', "model.network"),
+        ('model.network="no_such_net"', "model.network"),
         ('model.activation="gelu"', "model.activation"),
         ("model.channels=[0, 8]", "model.channels"),
         ("model.bogus=1", "model.bogus"),
         ("bogus.key=1", "bogus"),
-        ('prior.name="flat"', "prior.name"),
+        ('prior.name="no_such_prior"', "prior.name"),
         ("prior.components=0", "prior.components"),
         ("prior.df=0", "prior.df"),
         ('prior.df="three"', "prior.df"),
-        ('likelihood.name="poisson"', "likelihood.name"),
+        ('likelihood.name="no_such_likelihood"', "likelihood.name"),
         ("likelihood.scale=0", "likelihood.scale"),
         ("likelihood.learn_scale=1", "likelihood.learn_scale"),
         ("likelihood.epsilon=0.5", "likelihood.epsilon"),
-        ('guide.name="normalizing"', "guide.name"),
+        ('guide.name="no_such_guide"', "guide.name"),
         ("guide.flows=0", "guide.flows"),
         (('guide.name="iaf"', "guide.flow_hidden=[1]"), "guide.flow_hidden"),
-        ('inference.elbo="iwae"', "inference.elbo"),
+        ('inference.elbo="no_such_elbo"', "inference.elbo"),
         ("inference.num_particles=0", "inference.num_particles"),
         ("inference.kl_warmup_epochs=-1", "inference.kl_warmup_epochs"),
         ("inference.free_bits=-0.5", "inference.free_bits"),
@@ -82,7 +82,8 @@ def test_invalid_entry_in_a_config_file(tmp_path, capsys):
 def test_set_overrides_the_file_and_unknown_names_list_the_choices(tmp_path, capsys):
     config = load_config(EXAMPLES[0], ["prior.components=7", 'guide.name="iaf"'])
     assert config.prior.components == 7 and config.guide.name == "iaf"
-    assert main(["train", *FAST, "--set", 'prior.name="flat"', "--out", str(tmp_path)]) == 2
+    argv = ["train", *FAST, "--set", 'prior.name="no_such_prior"', "--out", str(tmp_path)]
+    assert main(argv) == 2
     assert "mixture" in capsys.readouterr().err  # the valid choices are listed
 
 

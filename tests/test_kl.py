@@ -18,7 +18,7 @@ from torch.distributions import kl_divergence
 from pyro_vae.config import load_config
 from pyro_vae.evaluate import importance_estimate
 from pyro_vae.experiment import TrainedVAE, evaluate_vae
-from pyro_vae.infer import FreeBitsELBO, _ScaleLatents, make_elbo, resolve_elbo
+from pyro_vae.infer import FreeBitsELBO, _ScaleLatents, fit, make_elbo, resolve_elbo
 from pyro_vae.likelihoods import (
     BETA_EPSILON,
     MIN_GAUSSIAN_SCALE,
@@ -181,3 +181,13 @@ def test_point_mass_guide_reports_the_joint_density_and_no_log_likelihood(x):
     # the guide site itself contributes log q = 0
     trace = poutine.trace(guide).get_trace(x)
     assert trace.log_prob_sum().item() == 0.0
+
+
+@pytest.mark.parametrize("elbo", ["auto", "trace"])
+def test_fit_with_warmup_and_free_bits_trains(elbo, x):
+    """KL warm-up over 2 epochs of 3 steps and a 0.25-nat floor train to finite numbers."""
+    model, guide = pair()
+    result = fit(model, guide, x, x_test=x, epochs=3, batch_size=2, elbo=elbo, progress=False,
+                 kl_warmup_epochs=2, free_bits=0.25)
+    assert all(math.isfinite(v) for v in result.train_elbo + result.test_elbo)
+    assert result.elbo == ("meanfield" if elbo == "auto" else "trace")

@@ -103,6 +103,54 @@ def auto_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
     return meanfield_elbo(num_particles)
 
 
+@ELBOS.register("graph")
+def graph_elbo(num_particles: int = 1):
+    """``TraceGraph_ELBO``: Rao-Blackwellized score-function terms for non-reparameterized sites."""
+    from .bounds import GraphELBO
+
+    return GraphELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
+
+
+@ELBOS.register("enum")
+def enum_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
+    """``TraceEnum_ELBO``: discrete sites marked for enumeration are summed out exactly.
+
+    A model without such sites (the VAE) gets ``Trace_ELBO``'s estimate, without the warning.
+    """
+    return pyro.infer.TraceEnum_ELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1,
+        strict_enumeration_warning=False,
+    )
+
+
+@ELBOS.register("renyi")
+def renyi_elbo(num_particles: int = 1, alpha: float = 0.5):
+    """Per-point Renyi bound with ``num_particles`` importance samples (:mod:`pyro_vae.bounds`)."""
+    from .bounds import RenyiBound
+
+    return RenyiBound(alpha=alpha, num_particles=num_particles)
+
+
+@ELBOS.register("iwae")
+def iwae_elbo(num_particles: int = 1):
+    """Importance-weighted bound, per data point, K = ``num_particles`` (:mod:`pyro_vae.bounds`)."""
+    from .bounds import IWAEBound
+
+    return IWAEBound(num_particles=num_particles)
+
+
+@ELBOS.register("score")
+def score_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
+    """``Trace_ELBO`` with the score-function (REINFORCE) estimator at every latent site."""
+    from .bounds import ScoreFunctionELBO
+
+    return ScoreFunctionELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
+
+
 def resolve_elbo(model, guide, *args, **kwargs) -> str:
     """"meanfield" if ``kl_divergence(q, p)`` is registered at every latent site, else "trace".
 

@@ -36,7 +36,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 

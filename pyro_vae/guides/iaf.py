@@ -12,7 +12,7 @@ so the automatic ELBO choice is the Monte Carlo ``trace``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist

@@ -10,7 +10,8 @@ examples gives an ELBO estimate scaled to the full data set (factor n / B).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pyro
 import torch

@@ -95,6 +95,7 @@ class ToyFit:
     guide: nn.Module | None
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    draws: dict[str, torch.Tensor] | None = None  # posterior draws of a, b, mu: (chain, draw)
 
 
 @contextmanager
@@ -267,7 +268,8 @@ def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions) -> ToyF
         extra[f"{k}_sd"] = v.std().item()
         extra[f"{k}_ess"] = effective_sample_size(chains, chain_dim=0, sample_dim=1).item()
         extra[f"{k}_r_hat"] = split_gelman_rubin(chains, chain_dim=0, sample_dim=1).item()
-    return ToyFit(UniformScale(mean["a"], mean["b"], mean["mu"]), None, seconds, extra)
+    return ToyFit(UniformScale(mean["a"], mean["b"], mean["mu"]), None, seconds, extra,
+                  {k: v[None] for k, v in draws.items()})
 
 
 @TOY_INFERENCES.register("nuts")
@@ -378,6 +380,9 @@ def run_toy(args: argparse.Namespace) -> dict[str, Any]:
     options = ToyOptions(steps=args.steps, lr=args.lr, num_particles=args.num_particles,
                          warmup=args.warmup, samples=args.samples)
     _check_options(options)
+    if args.idata is not None and (args.inference == "mle" or args.idata.suffix != ".nc"):
+        raise UserError("--idata needs posterior draws (--inference svi, nuts or nuts-latent) "
+                        "and a file name ending in .nc")
     truth = None
     if args.simulate is not None:
         a, b, mu, n = parse_simulate(args.simulate)
@@ -415,11 +420,26 @@ def run_toy(args: argparse.Namespace) -> dict[str, Any]:
                                                                   out / "elbo_identity.png")),
             }
             write_metrics(out, metrics)
+        if args.idata is not None:
+            metrics["idata"] = str(_write_idata(fitted, x, args.idata, args.seed))
+            if out is not None:
+                write_metrics(out, metrics)
     elbo = "" if metrics["elbo"] is None else f"  ELBO {metrics['elbo']:.4f}"
     print(f"{args.inference}: a={metrics['a']:.4f} b={metrics['b']:.4f} mu={metrics['mu']:.4f}"
           f"  log p(x) {metrics['log_likelihood']:.4f} nats/point{elbo}"
           f"  ({metrics['seconds']:.1f} s)")
     return metrics
+
+
+def _write_idata(fitted: ToyFit, x: torch.Tensor, path: Path, seed: int) -> Path:
+    """ArviZ InferenceData of the fit as NetCDF: theta draws (NUTS) or guide draws of z (SVI)."""
+    from .workflow import save_inference_data, toy_inference_data
+
+    if fitted.draws is not None:
+        idata = toy_inference_data(x, theta_draws=fitted.draws, seed=seed)
+    else:
+        idata = toy_inference_data(x, model=fitted.model, guide=fitted.guide, seed=seed)
+    return save_inference_data(idata, path)
 
 
 def add_command(commands: argparse._SubParsersAction, common: Callable) -> None:
@@ -436,6 +456,8 @@ def add_command(commands: argparse._SubParsersAction, common: Callable) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="folder for metrics.json and figures")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument("--idata", type=Path, metavar="FILE.nc",
+                        help="write ArviZ InferenceData (posterior, predictive, log-likelihood)")
     defaults = ToyOptions()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="SVI steps")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="SVI learning rate")

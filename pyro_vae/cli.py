@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pyro
 
-from . import gmm_cli
+from . import compare, gmm_cli
 from . import toy
 from .config import RunConfig, apply_overrides, load_config
 from .data import (
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(func=_sample)
     gmm_cli.add_command(commands, _common)
     toy.add_command(commands, _common)
+    compare.add_command(commands, _common)
     # more commands register here: module.add_command(commands, _common)
     return parser
 

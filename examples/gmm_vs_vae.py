@@ -71,14 +71,16 @@ def bernoulli_joint(x, log_weights, probs):
     return log_weights + x @ probs.log().T + (1 - x) @ torch.log1p(-probs).T
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--eval-particles", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("runs/gmm_vs_vae"))
+    parser.add_argument("--em-iters", type=int, default=100, help="EM iterations at most")
+    parser.add_argument("--figure", type=Path, default=FIGURE)
     parser.add_argument("--reuse", action="store_true",
                         help="use VAE runs already in --out instead of training them again")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
 
     data = load_dataset("mnist5k")
@@ -87,7 +89,7 @@ def main() -> None:
     results = {"test_images": len(x_test), "unit": "nats per image, log p(x), higher is better"}
     bernoulli = {}
     for k in (10, 50, 200):
-        log_w, probs = bernoulli_mixture_em(x_train, k, seed=k)
+        log_w, probs = bernoulli_mixture_em(x_train, k, iters=args.em_iters, seed=k)
         test_ll = torch.logsumexp(bernoulli_joint(x_test, log_w, probs), -1).mean().item()
         results[f"bernoulli_mixture_k{k}"] = test_ll
         bernoulli[k] = (log_w, probs)
@@ -153,7 +155,7 @@ def main() -> None:
         f"{values[3]:.1f} after {args.epochs} epochs",
         fontsize=11,
     )
-    results["figure"] = str(_save(fig, FIGURE))
+    results["figure"] = str(_save(fig, args.figure))
     print(json.dumps(results, indent=2))
 
 

@@ -11,17 +11,16 @@ log-likelihood as unavailable.
 
 from __future__ import annotations
 
-import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
 
 from . import GUIDES
+from .amortized import AmortizedGuide
 
 __all__ = ["DeltaGuide"]
 
 
-class DeltaGuide(nn.Module):
+class DeltaGuide(AmortizedGuide):
     """q(z | x) = delta(z - encoder(x)).
 
     Parameters
@@ -31,10 +30,6 @@ class DeltaGuide(nn.Module):
     """
 
     point_mass = True  # read by the evaluation: no entropy, no importance-sampled log p(x)
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
 
     @staticmethod
     def encoder_features(latent_dim: int) -> int:
@@ -48,13 +43,6 @@ class DeltaGuide(nn.Module):
     def posterior(self, x: torch.Tensor) -> dist.Distribution:
         """delta(z - encoder(x)) with batch shape x.shape[:-1] and event shape (latent_dim,)."""
         return dist.Delta(self.encoder(x), event_dim=1)
-
-    def forward(self, x: torch.Tensor, *, n: int | None = None) -> torch.Tensor:
-        """The code z (B, latent_dim) of the batch x (B, D) of a data set of size n."""
-        pyro.module("guide", self)
-        batch = x.shape[0]
-        with pyro.plate("data", size=n or batch, subsample_size=batch):
-            return pyro.sample("z", self.posterior(x))
 
 
 GUIDES.register("delta")(DeltaGuide)

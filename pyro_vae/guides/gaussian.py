@@ -1,18 +1,17 @@
-"""Amortized diagonal Gaussian q(z|x) = N(mu(x), diag(sigma(x)^2)), (mu, log sigma) from an encoder."""
+"""Amortized diagonal Gaussian q(z|x) = N(mu(x), diag(sigma(x)^2)); (mu, log sigma) = encoder(x)."""
 
 from __future__ import annotations
 
-import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
 
 from . import GUIDES
+from .amortized import AmortizedGuide
 
 __all__ = ["AmortizedGaussianGuide"]
 
 
-class AmortizedGaussianGuide(nn.Module):
+class AmortizedGaussianGuide(AmortizedGuide):
     """The VAE's encoder distribution: z = y1 + exp(y2) * u with (y1, y2) = encoder(x), u ~ N(0, I).
 
     Parameters
@@ -20,10 +19,6 @@ class AmortizedGaussianGuide(nn.Module):
     encoder : nn.Module
         Maps (..., D) to (..., 2 * latent_dim): the mean y1 and the log-scale y2.
     """
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
 
     @staticmethod
     def encoder_features(latent_dim: int) -> int:
@@ -37,13 +32,6 @@ class AmortizedGaussianGuide(nn.Module):
     def posterior(self, x: torch.Tensor) -> dist.Distribution:
         """q(z | x) with batch shape x.shape[:-1] and event shape (latent_dim,)."""
         return dist.Normal(*self.encode(x)).to_event(1)
-
-    def forward(self, x: torch.Tensor, *, n: int | None = None) -> torch.Tensor:
-        """Sample z of shape (B, latent_dim) for the batch x of shape (B, D) of a data set of size n."""
-        pyro.module("guide", self)
-        batch = x.shape[0]
-        with pyro.plate("data", size=n or batch, subsample_size=batch):
-            return pyro.sample("z", self.posterior(x))
 
 
 GUIDES.register("gaussian")(AmortizedGaussianGuide)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import affine_autoregressive
@@ -55,12 +54,6 @@ class IAFGuide(AmortizedGaussianGuide):
     def posterior(self, x: torch.Tensor) -> dist.Distribution:
         """q(z | x) with batch shape x.shape[:-1] and event shape (latent_dim,)."""
         return dist.TransformedDistribution(super().posterior(x), list(self.flows))
-
-    def forward(self, x: torch.Tensor, *, n: int | None = None) -> torch.Tensor:
-        pyro.module("guide", self)
-        batch = x.shape[0]
-        with pyro.plate("data", size=n or batch, subsample_size=batch):
-            return pyro.sample("z", self.posterior(x))
 
 
 GUIDES.register("iaf")(IAFGuide)

@@ -5,12 +5,12 @@ from .data import Dataset, load_dataset
 from .errors import UserError
 from .evaluate import importance_estimate, log_importance_weights
 from .experiment import restore_vae, train_vae
+from .guides import GUIDES
 from .infer import ELBOS, FitResult, fit
 from .likelihoods import LIKELIHOODS
 from .models import VAE, build_vae
 from .priors import PRIORS
 from .registry import Registry
-from .guides import GUIDES
 
 __all__ = [
     "ELBOS",

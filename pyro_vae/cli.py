@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyro
 
-from . import compare, gmm_cli
-from . import toy
+from . import compare, gmm_cli, toy
 from .config import RunConfig, apply_overrides, load_config
 from .data import (
     BINARIZE_MODES,
@@ -55,7 +55,9 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     payload = load_resumable(args.resume)
     epochs = [item for item in overrides if item.startswith("train.epochs=")]
     if args.config is not None or len(epochs) != len(overrides):
-        raise UserError("--resume continues a run with its saved config; only --epochs may be given")
+        raise UserError(
+            "--resume continues a run with its saved config; only --epochs may be given"
+        )
     config = RunConfig.from_dict(apply_overrides(payload["config"], epochs))
     return train_vae(config, args.resume, progress=not args.quiet, resume=payload)
 
@@ -85,11 +87,14 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         source = str(args.data)
     else:
         data = trained.config.data
-        x = load_dataset(data.dataset, path=data.path, data_dir=data.data_dir, device=args.device).x_test
+        x = load_dataset(
+            data.dataset, path=data.path, data_dir=data.data_dir, device=args.device
+        ).x_test
         source = f"{data.path or data.dataset} (test split)"
     if x.shape[1] != trained.data_dim:
         raise UserError(
-            f"{source} has D={x.shape[1]} features; the checkpoint's model expects D={trained.data_dim}"
+            f"{source} has D={x.shape[1]} features; "
+            f"the checkpoint's model expects D={trained.data_dim}"
         )
     if trained.binary_data:
         x = binarize_test_set(x)  # the same draw train_vae used for its test set
@@ -117,7 +122,9 @@ def _sample(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the metrics as the last stdout line")
+    parser.add_argument(
+        "--json", action="store_true", help="print the metrics as the last stdout line"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -127,8 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a VAE and write metrics, checkpoint, figures")
     train.add_argument("--config", type=Path, help="TOML config file (see examples/configs)")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one config entry (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config entry (repeatable)",
+    )
     train.add_argument("--dataset", choices=DATASETS.names())
     train.add_argument("--data", type=str, metavar="PATH", help="user data, .npy (N x D) or .npz")
     train.add_argument("--data-dir", type=str, help="folder holding MNIST/raw for --dataset mnist")
@@ -138,15 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float)
     train.add_argument("--latent-dim", type=int)
     train.add_argument("--elbo", choices=ELBOS.names())
-    train.add_argument("--num-particles", dest="num_particles_train", type=int,
-                       help="particles per training step")
+    train.add_argument(
+        "--num-particles", dest="num_particles_train", type=int, help="particles per training step"
+    )
     train.add_argument("--eval-particles", type=int, help="K for the test log-likelihood")
     train.add_argument("--seed", type=int)
     train.add_argument("--device", choices=("cpu", "cuda"))
     train.add_argument("--out", type=Path, default=Path("runs/train"))
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    train.add_argument("--resume", type=Path, metavar="DIR",
-                       help="continue the run in DIR from its last checkpoint (--epochs may extend it)")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (--epochs may extend it)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(train)
     train.set_defaults(func=_train)
@@ -186,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         with pyro.validation_enabled(True):
             metrics = command(args)
     except TrainingInterrupted as exc:
-        print(f"pyro-vae {args.command}: {exc}; continue with: pyro-vae train --resume "
-              f"{exc.checkpoint.parent if exc.checkpoint else '<run folder>'}", file=sys.stderr)
+        print(
+            f"pyro-vae {args.command}: {exc}; continue with: pyro-vae train --resume "
+            f"{exc.checkpoint.parent if exc.checkpoint else '<run folder>'}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except (UserError, ValueError, FileNotFoundError) as exc:
         if args.debug:

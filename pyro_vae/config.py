@@ -201,9 +201,12 @@ class RunConfig:
         unknown = set(mapping) - set(sections)
         if unknown:
             raise UserError(
-                f"unknown config section {sorted(unknown)[0]!r}; valid sections: {', '.join(sections)}"
+                f"unknown config section {sorted(unknown)[0]!r}; "
+                f"valid sections: {', '.join(sections)}"
             )
-        built = {name: _build_section(name, hints[name], mapping.get(name, {})) for name in sections}
+        built = {
+            name: _build_section(name, hints[name], mapping.get(name, {})) for name in sections
+        }
         config = cls(**built)
         for name in sections:
             getattr(config, name).validate()
@@ -258,7 +261,7 @@ def _build_section(name: str, section_cls: type, values: Any):
 
 
 def _parse_toml_value(text: str) -> Any:
-    """A ``--set`` value: TOML syntax (numbers, true/false, lists, quoted strings) or a bare string."""
+    """A ``--set`` value: TOML (numbers, true/false, lists, quoted strings) or a bare string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

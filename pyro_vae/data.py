@@ -9,9 +9,9 @@ pixels of every mini-batch.  Mini-batches are index slices of the tensors
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ class Dataset:
     def dim(self) -> int:
         return self.x_train.shape[1]
 
-    def to(self, device: str | torch.device) -> "Dataset":
+    def to(self, device: str | torch.device) -> Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Dataset(
             self.name,
@@ -241,7 +241,7 @@ def load_dataset(
 
 
 def fixed_binarization(x: torch.Tensor, seed: int = SPLIT_SEED) -> torch.Tensor:
-    """One draw x_bin ~ Bernoulli(x) from a generator seeded with ``seed``: same input, same output."""
+    """One draw x_bin ~ Bernoulli(x) from a generator seeded with ``seed``: same x, same draw."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     return torch.bernoulli(x, generator=generator)
 
@@ -263,7 +263,9 @@ def binarize(
     once with a fixed seed in both binary modes, so test numbers are comparable.
     """
     if mode not in BINARIZE_MODES:
-        raise UserError(f"unknown binarize mode {mode!r}; choose one of: {', '.join(BINARIZE_MODES)}")
+        raise UserError(
+            f"unknown binarize mode {mode!r}; choose one of: {', '.join(BINARIZE_MODES)}"
+        )
     if mode == "none":
         return x_train, x_test, None
     x_test = binarize_test_set(x_test)

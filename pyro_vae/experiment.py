@@ -53,7 +53,9 @@ class TrainedVAE:
 
 def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise UserError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return torch.device(name)
 
 
@@ -74,7 +76,9 @@ def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def _figures(trained: TrainedVAE, dataset: Dataset, x_test: torch.Tensor, out: Path, curves) -> dict:
+def _figures(
+    trained: TrainedVAE, dataset: Dataset, x_test: torch.Tensor, out: Path, curves
+) -> dict:
     """Prior samples, reconstructions, latent map and curves as PNG files in ``out``."""
     figures = {"curves": str(plots.save_curves(curves, out / "curves.png"))}
     if dataset.image_shape is None:
@@ -82,7 +86,9 @@ def _figures(trained: TrainedVAE, dataset: Dataset, x_test: torch.Tensor, out: P
     model, guide = trained.model, trained.guide
     figures["samples"] = str(
         plots.save_sample_grid(
-            model.sample_means(64), dataset.image_shape, out / "samples.png",
+            model.sample_means(64),
+            dataset.image_shape,
+            out / "samples.png",
             "64 samples: E[x | z], z ~ p(z)",
         )
     )
@@ -90,7 +96,10 @@ def _figures(trained: TrainedVAE, dataset: Dataset, x_test: torch.Tensor, out: P
         loc, _ = guide.encode(x_test)
     figures["reconstructions"] = str(
         plots.save_reconstructions(
-            x_test[:16], model.decode_mean(loc[:16]), dataset.image_shape, out / "reconstructions.png"
+            x_test[:16],
+            model.decode_mean(loc[:16]),
+            dataset.image_shape,
+            out / "reconstructions.png",
         )
     )
     figures["latent"] = str(
@@ -107,8 +116,10 @@ def _first_rows(dataset: Dataset, train: int | None, test: int | None) -> Datase
     first = lambda t, n: None if t is None else t[:n]  # noqa: E731
     return dataclasses.replace(
         dataset,
-        x_train=dataset.x_train[:train], x_test=dataset.x_test[:test],
-        y_train=first(dataset.y_train, train), y_test=first(dataset.y_test, test),
+        x_train=dataset.x_train[:train],
+        x_test=dataset.x_test[:test],
+        y_train=first(dataset.y_train, train),
+        y_test=first(dataset.y_test, test),
     )
 
 
@@ -136,15 +147,28 @@ def train_vae(
     x_train, x_test, transform = binarize(dataset.x_train, dataset.x_test, config.data.binarize)
     binary = config.data.binarize != "none"
     pyro.set_rng_seed(config.train.seed)  # the initial weights depend on the seed too
-    model, guide = build_vae(config, dataset.dim, binary_data=binary, image_shape=dataset.image_shape)
+    model, guide = build_vae(
+        config, dataset.dim, binary_data=binary, image_shape=dataset.image_shape
+    )
     model.to(device)
     guide.to(device)
     t = config.train
     result = fit(
-        model, guide, x_train, x_test=x_test, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-        elbo=config.inference.elbo, num_particles=config.inference.num_particles, seed=t.seed,
-        batch_transform=transform, checkpoint=out / "checkpoint.pt", progress=progress,
-        kl_warmup_epochs=config.inference.kl_warmup_epochs, free_bits=config.inference.free_bits,
+        model,
+        guide,
+        x_train,
+        x_test=x_test,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        elbo=config.inference.elbo,
+        num_particles=config.inference.num_particles,
+        seed=t.seed,
+        batch_transform=transform,
+        checkpoint=out / "checkpoint.pt",
+        progress=progress,
+        kl_warmup_epochs=config.inference.kl_warmup_epochs,
+        free_bits=config.inference.free_bits,
         kl_weight=config.inference.kl_weight,
         resume=resume,
         checkpoint_extra={
@@ -177,7 +201,9 @@ def train_vae(
     return metrics
 
 
-def evaluate_vae(trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, seed: int = 0) -> dict:
+def evaluate_vae(
+    trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, seed: int = 0
+) -> dict:
     """Test ELBO and importance-sampled log-likelihood, nats per example (means over rows of x).
 
     A point-mass guide (``delta``) has no entropy and no density to importance-sample
@@ -203,7 +229,7 @@ def evaluate_vae(trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, se
 
 
 def load_resumable(out: str | Path) -> dict[str, Any]:
-    """The checkpoint to resume the run in folder ``out`` from (its ``.prev`` if the newest is unreadable)."""
+    """The checkpoint to resume the run in ``out`` from (``.prev`` if the newest is unreadable)."""
     path = Path(out) / "checkpoint.pt"
     if not Path(out).is_dir():
         raise UserError(f"--resume {out}: no such run folder")
@@ -232,7 +258,9 @@ def restore_vae(checkpoint: str | Path, device: str = "cpu") -> TrainedVAE:
         guide.load_state_dict(payload["guide_state"])
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
-        raise UserError(f"{checkpoint} does not match the model its config builds ({first})") from None
+        raise UserError(
+            f"{checkpoint} does not match the model its config builds ({first})"
+        ) from None
     device = _device(device)
     return TrainedVAE(
         model.to(device).eval(), guide.to(device).eval(), config, data_dim, image_shape, binary

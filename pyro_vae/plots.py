@@ -6,8 +6,8 @@ Each function takes tensors or lists, draws one figure and saves it as PNG.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -16,8 +16,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["image_grid", "save_sample_grid", "save_reconstructions", "save_latent_map",
-           "save_curves", "project_2d"]
+__all__ = [
+    "image_grid",
+    "save_sample_grid",
+    "save_reconstructions",
+    "save_latent_map",
+    "save_curves",
+    "project_2d",
+]
 
 
 def image_grid(images: torch.Tensor, image_shape: tuple[int, int], columns: int) -> np.ndarray:
@@ -84,7 +90,9 @@ def save_latent_map(z: torch.Tensor, labels: torch.Tensor | None, path, title: s
     return _save(fig, path)
 
 
-def save_curves(curves: dict[str, Sequence[float]], path, ylabel: str = "ELBO (nats / example)") -> Path:
+def save_curves(
+    curves: dict[str, Sequence[float]], path, ylabel: str = "ELBO (nats / example)"
+) -> Path:
     """One line per named curve against epoch."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, values in curves.items():

@@ -14,7 +14,7 @@ The dropped constant is -latent_dim / 2: ``lecture_loss - latent_dim / 2`` equal
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -4,10 +4,9 @@ Plus a property test: no TOML document, however odd, makes the config parser rai
 anything but the one-line ``UserError``.
 """
 
-import tomllib
-
 import numpy as np
 import pytest
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,8 +57,12 @@ BAD_INPUTS = [
     (["train", "--dataset", "mnist"], "needs --data-dir"),
     (["train", "--out", "run"], "holds another run; pass --overwrite"),
     (["train", "--resume", "nowhere"], "no such run folder"),
-    (["train", "--device", "cuda"] if not __import__("torch").cuda.is_available() else
-     ["train", "--device", "tpu"], "cuda"),
+    (
+        ["train", "--device", "cuda"]
+        if not __import__("torch").cuda.is_available()
+        else ["train", "--device", "tpu"],
+        "cuda",
+    ),
     # evaluate and sample
     (["evaluate", "--checkpoint", "ckpt.pt"], "not a readable pyro-vae checkpoint"),
     (["evaluate", "--checkpoint", "missing.pt"], "does not exist"),
@@ -101,18 +104,33 @@ def test_debug_shows_the_traceback(files, monkeypatch):
 
 
 toml_scalars = st.one_of(
-    st.integers(-10**6, 10**6), st.floats(allow_nan=False), st.booleans(), st.text(max_size=8)
+    st.integers(-(10**6), 10**6), st.floats(allow_nan=False), st.booleans(), st.text(max_size=8)
 )
 toml_values = st.one_of(toml_scalars, st.lists(toml_scalars, max_size=3))
 section_names = st.sampled_from(
     ["data", "model", "prior", "likelihood", "guide", "inference", "train", "extra"]
 )
 key_names = st.sampled_from(
-    ["dataset", "binarize", "latent_dim", "hidden", "activation", "name", "elbo",
-     "num_particles", "epochs", "batch_size", "lr", "seed", "device", "bogus"]
+    [
+        "dataset",
+        "binarize",
+        "latent_dim",
+        "hidden",
+        "activation",
+        "name",
+        "elbo",
+        "num_particles",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+        "device",
+        "bogus",
+    ]
 )
 configs = st.dictionaries(
-    section_names, st.one_of(st.dictionaries(key_names, toml_values, max_size=4), toml_scalars),
+    section_names,
+    st.one_of(st.dictionaries(key_names, toml_values, max_size=4), toml_scalars),
     max_size=4,
 )
 

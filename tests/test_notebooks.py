@@ -4,7 +4,6 @@ Notebooks read ``PYRO_VAE_SMOKE=1`` (set here) to shrink their budgets; the full
 runs are the same code with bigger numbers.
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()

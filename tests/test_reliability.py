@@ -22,21 +22,36 @@ from pyro_vae.experiment import train_vae
 from pyro_vae.infer import TrainingDiverged, fit
 from pyro_vae.models import build_vae
 
-TINY = ["data.dataset='digits'", "model.latent_dim=2", "model.hidden=[16]",
-        "inference.eval_particles=5", "data.train_size=400", "data.test_size=50"]
+TINY = [
+    "data.dataset='digits'",
+    "model.latent_dim=2",
+    "model.hidden=[16]",
+    "inference.eval_particles=5",
+    "data.train_size=400",
+    "data.test_size=50",
+]
 TINY_ARGS = [arg for item in TINY for arg in ("--set", item)]
-TIMING_KEYS = {"seconds_per_epoch", "examples_per_second", "evaluation_seconds", "checkpoint",
-               "figures"}
+TIMING_KEYS = {
+    "seconds_per_epoch",
+    "examples_per_second",
+    "evaluation_seconds",
+    "checkpoint",
+    "figures",
+}
 
 
 def tiny_run(out, epochs, **kwargs):
-    return train_vae(load_config(None, [*TINY, f"train.epochs={epochs}"]), out, progress=False,
-                     **kwargs)
+    return train_vae(
+        load_config(None, [*TINY, f"train.epochs={epochs}"]), out, progress=False, **kwargs
+    )
 
 
 def params(path):
     payload = load_checkpoint(path)
-    return {**payload["model_state"], **{f"guide.{k}": v for k, v in payload["guide_state"].items()}}
+    return {
+        **payload["model_state"],
+        **{f"guide.{k}": v for k, v in payload["guide_state"].items()},
+    }
 
 
 def assert_same_params(a, b):
@@ -75,7 +90,10 @@ def _start(out: Path, *extra: str, delay: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, "PYRO_VAE_TEST_SAVE_DELAY": str(delay)}
     return subprocess.Popen(
         [sys.executable, "-m", "pyro_vae", "train", *extra, "--quiet"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -195,8 +213,17 @@ def test_persistent_nan_rolls_back_then_stops_with_the_good_checkpoint_intact(tm
     x = torch.rand(256, 64).round()
     nan_from_epoch_2 = _NaNAt(model, range(6, 10_000))  # 4 steps per epoch: epoch 1 is clean
     with pytest.raises(TrainingDiverged, match="lower --lr"):
-        fit(nan_from_epoch_2, guide, x, epochs=5, batch_size=64, progress=False,
-            checkpoint=tmp_path / "checkpoint.pt", max_bad_steps=3, max_rollbacks=2)
+        fit(
+            nan_from_epoch_2,
+            guide,
+            x,
+            epochs=5,
+            batch_size=64,
+            progress=False,
+            checkpoint=tmp_path / "checkpoint.pt",
+            max_bad_steps=3,
+            max_rollbacks=2,
+        )
     payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert payload["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in payload["model_state"].values())

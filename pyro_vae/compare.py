@@ -89,6 +89,7 @@ def compare_vae(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
     rows = []
     for name in names:
         for seed in range(args.seeds):
+            pyro.clear_param_store()  # every run starts afresh (autoguides keep state there)
             pyro.set_rng_seed(seed)
             model, guide = build_vae(config, data.dim, binary_data=config.data.binarize != "none",
                                      image_shape=data.image_shape)
@@ -134,6 +135,7 @@ def compare_toy(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
     with toy.single_thread():
         for seed in range(args.seeds):
             for name in names:
+                pyro.clear_param_store()
                 pyro.set_rng_seed(seed)
                 model = UniformScale(*toy.moment_estimate(x))
                 guide = AmortizedUniformScaleGuide(model)
@@ -185,6 +187,7 @@ def compare_gmm(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
     rows = []
     for seed in range(args.seeds):
         for name in names:
+            pyro.clear_param_store()  # the vi route's AutoNormal would resume from the last fit
             fitted = fit_gmm(x, 3, "diag", name, seed=seed, restarts=3, steps=budget,
                              num_samples=budget, warmup_steps=budget)
             if name == "vi":

@@ -60,6 +60,9 @@ def add_command(commands, common) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/gmm"))
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument("--idata", type=Path, metavar="FILE.nc",
+                        help="vi, nuts: write ArviZ InferenceData (posterior, predictive, "
+                             "per-point log-likelihood) to NetCDF")
     common(parser)
     parser.set_defaults(func=run_gmm)
     return parser
@@ -148,6 +151,9 @@ def run_gmm(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--reg-covar must be >= 0, got {args.reg_covar}")
     if args.steps < 1 or args.samples < 2:
         raise UserError("--steps must be >= 1 and --samples >= 2")
+    if args.idata is not None and (args.inference == "map" or args.idata.suffix != ".nc"):
+        raise UserError("--idata needs posterior draws (--inference vi or nuts) and a file name "
+                        "ending in .nc")
     out = prepare_out(args.out, args.overwrite)
     fitted = fit_gmm(x_train, k, args.covariance, args.inference, seed=args.seed,
                      restarts=args.restarts, reg_covar=args.reg_covar, steps=args.steps,
@@ -189,6 +195,12 @@ def run_gmm(args: argparse.Namespace) -> dict[str, Any]:
                                            f"{args.inference}: K={k}, {args.covariance}")),
         "selection": str(save_selection_curve(selection, out / "selection.png")),
     }
+    if args.idata is not None:
+        from .workflow import gmm_inference_data, save_inference_data
+
+        idata = gmm_inference_data(x_train, fitted, num_chains=fitted.info.get("num_chains", 1),
+                                   seed=args.seed)
+        metrics["idata"] = str(save_inference_data(idata, args.idata))
     write_metrics(out, metrics)
     return metrics
 

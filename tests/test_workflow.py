@@ -101,3 +101,16 @@ def test_toy_cli_idata_needs_draws(tmp_path, capsys):
                  "--idata", str(tmp_path / "x.nc")])
     assert code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_gmm_cli_writes_netcdf(tmp_path, capsys):
+    path = tmp_path / "gmm.nc"
+    code = main(["gmm", "--simulate", "150,2,2", "--components", "2", "--inference", "vi",
+                 "--steps", "20", "--restarts", "1", "--out", str(tmp_path / "run"),
+                 "--idata", str(path)])
+    assert code == 0
+    idata = az.from_netcdf(str(path))
+    assert idata.log_likelihood["x"].dims == ("chain", "draw", "obs")
+    assert idata.log_likelihood["x"].shape[-1] == 150
+    assert main(["gmm", "--simulate", "150,2,2", "--components", "2", "--inference", "map",
+                 "--out", str(tmp_path / "map"), "--idata", str(path)]) == 2

@@ -65,6 +65,7 @@ def test_compare_bad_input_exits_2_with_one_line(argv, message, tmp_path, capsys
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "bad").exists()  # checked before anything is written
 
 
 def test_compare_refuses_to_overwrite(tmp_path, capsys):

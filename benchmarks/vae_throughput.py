@@ -16,7 +16,7 @@ ours (``vs_pyro_example.py``).
 
     python benchmarks/vae_throughput.py [--repeats 5] [--batch-sizes 128,1024] [--threads N]
         [--quality-epochs 10] [--quality-seeds 0,1,2] [--example-epochs 10] [--thread-sweep]
-        [--compile] [--device cpu]
+        [--routes WORD,...] [--compile] [--device cpu]
 """
 
 from __future__ import annotations
@@ -129,6 +129,13 @@ def throughput_table(batch_size, args, data) -> None:
     routes, setups = routes_for(
         batch_size, args, x_train, transform, model0, guide0, encoder, decoder, config.train.lr
     )
+    if args.routes:  # keep the reference and the routes whose names contain a given word
+        words = args.routes.split(",")
+        routes = {
+            name: epoch
+            for k, (name, epoch) in enumerate(routes.items())
+            if k == 0 or any(word in name for word in words)
+        }
     first = {}  # the first epoch of every route: one-time costs (compilation) show here
     for name, epoch in routes.items():
         first[name] = epoch()
@@ -275,6 +282,7 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile of the fused loss"
     )
+    parser.add_argument("--routes", help="comma-separated words: time only routes naming one")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:

@@ -20,13 +20,15 @@ each latent site's batch-mean KL by max(free_bits, KL) nats per example.
 from __future__ import annotations
 
 import copy
+import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyro
 import torch
@@ -120,7 +122,9 @@ def enum_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
     A model without such sites (the VAE) gets ``Trace_ELBO``'s estimate, without the warning.
     """
     return pyro.infer.TraceEnum_ELBO(
-        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1,
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=1,
         strict_enumeration_warning=False,
     )
 
@@ -152,14 +156,16 @@ def score_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
 
 
 def resolve_elbo(model, guide, *args, **kwargs) -> str:
-    """"meanfield" if ``kl_divergence(q, p)`` is registered at every latent site, else "trace".
+    """ "meanfield" if ``kl_divergence(q, p)`` is registered at every latent site, else "trace".
 
     Runs the guide once on ``args`` (e.g. one mini-batch) and the model replayed on
     its samples, and asks torch/Pyro's KL registry about each pair of distributions.
     """
     with torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
             continue
@@ -218,7 +224,7 @@ class FreeBitsELBO(pyro.infer.Trace_ELBO):
 
 
 class _ScaleLatents(Messenger):
-    """Multiply the log-density of every unobserved sample site by ``weight`` (the KL weight beta)."""
+    """Multiply the log-density of every unobserved sample site by ``weight`` (KL weight beta)."""
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
@@ -314,6 +320,14 @@ def _all_finite(tensors) -> bool:
     return bool(torch.isfinite(torch.stack([t.detach().sum() for t in tensors])).all())
 
 
+def _loss_and_grad_norm(loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[float, float]:
+    """(loss, total gradient norm) as floats in one host synchronisation; NaN/inf in either
+    means a bad step.  One foreach kernel for all gradients keeps the guard cheap."""
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else loss.new_zeros(())
+    loss_value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
+    return loss_value, norm_value
+
+
 def fit(
     model: nn.Module,
     guide: nn.Module,
@@ -394,8 +408,11 @@ def fit(
         if elbo not in ("trace", "meanfield"):
             raise ValueError(f"free bits work with elbo 'trace' or 'meanfield', not {elbo!r}")
         loss_fn = FreeBitsELBO(
-            free_bits, analytic=elbo == "meanfield", num_particles=num_particles,
-            vectorize_particles=num_particles > 1, max_plate_nesting=1,
+            free_bits,
+            analytic=elbo == "meanfield",
+            num_particles=num_particles,
+            vectorize_particles=num_particles > 1,
+            max_plate_nesting=1,
         )
     else:
         loss_fn = make_elbo(elbo, num_particles)
@@ -416,23 +433,31 @@ def fit(
         state = _restore(resume, model, guide, optimizer, result)
 
     def snapshot():
-        return copy.deepcopy((model.state_dict(), guide.state_dict(), optimizer.state_dict(), state))
+        return copy.deepcopy(
+            (model.state_dict(), guide.state_dict(), optimizer.state_dict(), state)
+        )
 
     def save():
         if not _all_finite(params):  # never write a diverged model over a good one
             return
-        save_checkpoint(checkpoint, {
-            **(checkpoint_extra or {}),
-            "epoch": state.epoch,
-            "model_state": model.state_dict(),
-            "guide_state": guide.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "train_state": state.state(),
-            "rng_state": _rng_state(),
-            "metrics": {"elbo": result.elbo, "train_elbo": result.train_elbo,
-                        "test_elbo": result.test_elbo,
-                        "seconds_per_epoch": result.seconds_per_epoch},
-        })
+        save_checkpoint(
+            checkpoint,
+            {
+                **(checkpoint_extra or {}),
+                "epoch": state.epoch,
+                "model_state": model.state_dict(),
+                "guide_state": guide.state_dict(),
+                "optimizer_state": optimizer.state_dict(),
+                "train_state": state.state(),
+                "rng_state": _rng_state(),
+                "metrics": {
+                    "elbo": result.elbo,
+                    "train_elbo": result.train_elbo,
+                    "test_elbo": result.test_elbo,
+                    "seconds_per_epoch": result.seconds_per_epoch,
+                },
+            },
+        )
 
     last_good = snapshot()
     bad_steps = 0
@@ -443,8 +468,13 @@ def fit(
                 state.order = torch.randperm(n, device=x_train.device)
             batches = state.order.split(batch_size)
             start = time.perf_counter()
-            bar = tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{epochs}",
-                       disable=not progress, leave=False)
+            bar = tqdm(
+                total=len(batches),
+                initial=state.step,
+                desc=f"epoch {epoch}/{epochs}",
+                disable=not progress,
+                leave=False,
+            )
             while state.step < len(batches):
                 idx = batches[state.step]
                 x = x_train[idx] if batch_transform is None else batch_transform(x_train[idx])
@@ -453,8 +483,10 @@ def fit(
                 loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grads = [p.grad for p in params if p.grad is not None]
-                if not _all_finite([loss, *grads]):
+                loss_value, grad_norm = _loss_and_grad_norm(
+                    loss, [p.grad for p in params if p.grad is not None]
+                )
+                if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                     result.skipped_steps += 1
                     bad_steps += 1
                     if bad_steps >= max_bad_steps:
@@ -469,7 +501,7 @@ def fit(
                 bad_steps = 0
                 optimizer.step()
                 # loss ~ n * mean per-example -ELBO; weight by this batch's share of the epoch
-                state.total += loss.item() * (len(idx) / n)
+                state.total += loss_value * (len(idx) / n)
                 state.seen += len(idx)
                 state.step += 1
                 state.global_step += 1
@@ -493,9 +525,13 @@ def fit(
                     test = importance_estimate(model, guide, x_test, num_particles=1)
                     result.test_elbo.append(test.elbo.mean().item())
                 if progress:
-                    test_text = f"  test ELBO {result.test_elbo[-1]:.2f}" if result.test_elbo else ""
-                    tqdm.write(f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}"
-                               f"{test_text}  ({seconds:.2f} s)")
+                    test_text = (
+                        f"  test ELBO {result.test_elbo[-1]:.2f}" if result.test_elbo else ""
+                    )
+                    tqdm.write(
+                        f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}"
+                        f"{test_text}  ({seconds:.2f} s)"
+                    )
                 state.epoch, state.step, state.order = epoch, 0, None
                 state.total, state.seen = 0.0, 0
                 if checkpoint is not None:

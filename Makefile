@@ -28,6 +28,8 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/vae_throughput.py
+	$(BIN)/python benchmarks/vae_reference.py --epochs 30
+	$(BIN)/python benchmarks/gmm_vs_sklearn.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check pyro_vae tests benchmarks

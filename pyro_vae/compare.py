@@ -259,7 +259,10 @@ def _plot(table: list[dict[str, Any]], path: Path, title: str) -> Path:
                               (axes[1], "final_bound", "final bound on train, nats / example")):
         means = [entry[f"{metric}_mean"] for entry in table]
         errors = [entry[f"{metric}_sd"] or 0.0 for entry in table]
-        ax.barh(names, means, xerr=errors, color="tab:blue", alpha=0.7)
+        # points, not bars: a log-density has no natural zero for a bar to start from
+        shown = [math.nan if m is None else m for m in means]
+        ax.errorbar(shown, range(len(names)), xerr=errors, fmt="o", capsize=3)
+        ax.set_yticks(range(len(names)), names)
         finite = [m for m in means if m is not None and math.isfinite(m)]
         if finite:  # the differences matter, not the distance from zero
             low, high = min(finite), max(finite)

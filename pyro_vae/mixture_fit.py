@@ -515,6 +515,9 @@ def fit_vi(x, model, *, restarts=5, seed=0, reg_covar=1e-6, steps=500, lr=0.02,
     start, _ = em(x, model, restarts=restarts, seed=seed, reg_covar=reg_covar)
     start = start.ordered()
     pyro.set_rng_seed(seed)
+    # SVI keeps the autoguide's parameters in the global param store: a previous fit's entries
+    # (another K, or the same K) would otherwise be resumed or clash in shape
+    pyro.clear_param_store()
     guide_class = {"normal": AutoNormal, "mvn": AutoMultivariateNormal}[guide]
     auto = guide_class(_globals_only(model), init_loc_fn=init_to_value(values=start.sites()))
     elbo = TraceEnum_ELBO(max_plate_nesting=1)

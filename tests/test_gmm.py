@@ -201,3 +201,12 @@ def test_closed_form_nuts_potential_is_the_traced_models():
     for name, t in transforms.items():
         torch.testing.assert_close(t(closed.get_samples()[name]), traced.get_samples()[name])
     assert not torch.allclose(traced.get_samples()["locs"][-1], start.locs)  # the chain moved
+
+
+def test_vi_fits_one_after_another_start_fresh():
+    """The vi route's autoguide lives in Pyro's param store: a second fit must not resume the first."""
+    x = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    first = fit_gmm(x, 2, "diag", "vi", restarts=1, steps=20)
+    fit_gmm(x, 3, "diag", "vi", restarts=1, steps=20)  # another K: shapes differ
+    again = fit_gmm(x, 2, "diag", "vi", restarts=1, steps=20)
+    assert torch.allclose(first.params.locs, again.params.locs)

@@ -208,5 +208,6 @@ def test_vi_fits_one_after_another_start_fresh():
     x = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     first = fit_gmm(x, 2, "diag", "vi", restarts=1, steps=20)
     fit_gmm(x, 3, "diag", "vi", restarts=1, steps=20)  # another K: shapes differ
+    assert fit_gmm(x, 1, "diag", "vi", restarts=1, steps=20).params.weights.tolist() == [1.0]
     again = fit_gmm(x, 2, "diag", "vi", restarts=1, steps=20)
     assert torch.allclose(first.params.locs, again.params.locs)

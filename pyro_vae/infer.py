@@ -282,7 +282,7 @@ class _Progress:
     train_seconds: float = 0.0
 
     def state(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items()}
+        return dict(vars(self))
 
 
 @contextmanager
@@ -491,11 +491,9 @@ def fit(
                     bad_steps += 1
                     if bad_steps >= max_bad_steps:
                         bad_steps = 0
-                        _roll_back(last_good, model, guide, optimizer, result, max_rollbacks)
-                        state = copy.deepcopy(last_good[3])
-                        state.lr /= 2
-                        for group in optimizer.param_groups:
-                            group["lr"] = state.lr
+                        state = _roll_back(
+                            last_good, model, guide, optimizer, result, max_rollbacks
+                        )
                         break
                     continue
                 bad_steps = 0
@@ -558,13 +556,22 @@ def _restore(payload: dict[str, Any], model, guide, optimizer, result: FitResult
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(f"cannot resume from this checkpoint ({first})") from None
-    for group in optimizer.param_groups:
-        group["lr"] = state.lr
+    _set_lr(optimizer, state.lr)
     return state
 
 
-def _roll_back(last_good, model, guide, optimizer, result: FitResult, max_rollbacks: int) -> None:
-    """Return to the last epoch boundary's state; give up after ``max_rollbacks``."""
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _roll_back(
+    last_good, model, guide, optimizer, result: FitResult, max_rollbacks: int
+) -> _Progress:
+    """Return to the last epoch boundary's state with the learning rate halved; that position.
+
+    Gives up with :class:`TrainingDiverged` after ``max_rollbacks``.
+    """
     result.rollbacks += 1
     if result.rollbacks > max_rollbacks:
         raise TrainingDiverged(
@@ -572,7 +579,10 @@ def _roll_back(last_good, model, guide, optimizer, result: FitResult, max_rollba
             "learning rate halved each time; lower --lr, or check that the likelihood suits the "
             "data (grey levels need --binarize or a gaussian/beta likelihood)"
         )
-    model_state, guide_state, optimizer_state, _ = last_good
+    model_state, guide_state, optimizer_state, state = copy.deepcopy(last_good)
     model.load_state_dict(model_state)
     guide.load_state_dict(guide_state)
     optimizer.load_state_dict(optimizer_state)
+    state.lr /= 2
+    _set_lr(optimizer, state.lr)
+    return state

@@ -18,6 +18,9 @@ For each algorithm and seed the harness records (nats per example; higher is bet
 
 and the table gives the mean and standard deviation over seeds.  Reference rows, where
 the model allows: the toy model's exact MLE and NUTS (z integrated out), the mixture's EM.
+
+``--idata FILE.nc`` also writes, for each algorithm whose fit has posterior draws, the ArviZ
+InferenceData of its seed-0 fit (:mod:`pyro_vae.workflow`) to ``FILE.<algorithm>.nc``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -47,6 +51,10 @@ __all__ = ["COMPARE_MODELS", "METRICS", "gradient_variance", "summarize", "run_c
 COMPARE_MODELS = Registry("compare model")
 METRICS = ("final_bound", "test_log_likelihood", "gradient_variance", "seconds_per_epoch")
 _GRADIENT_DRAWS = 20
+_VAE_IDATA_IMAGES = 100  # test images in the VAE's InferenceData: (S, 100, 784) per group
+
+# what each model's function fills: algorithm name -> InferenceData of its seed-0 fit
+InferenceDataSink = dict[str, Any] | None
 
 
 def gradient_variance(loss_fn, model, guide, x: torch.Tensor, n: int, params) -> float:
@@ -79,7 +87,8 @@ def _check_names(model: str, names: list[str]) -> None:
 
 
 @COMPARE_MODELS.register("vae")
-def compare_vae(args: argparse.Namespace, names: list[str]) -> list[dict[str, Any]]:
+def compare_vae(args: argparse.Namespace, names: list[str],
+                idatas: InferenceDataSink = None) -> list[dict[str, Any]]:
     """Each ELBO trains the config's VAE from the same initial weights per seed."""
     from .config import load_config
     from .data import binarize, load_dataset
@@ -116,6 +125,10 @@ def compare_vae(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
                 "seconds_per_epoch": _epoch_seconds(result),
                 "seconds": sum(result.seconds_per_epoch),
             })
+            if idatas is not None and seed == 0:
+                from .workflow import vae_inference_data
+
+                idatas[name] = vae_inference_data(model, guide, x_test[:_VAE_IDATA_IMAGES])
     return rows
 
 
@@ -123,7 +136,8 @@ def compare_vae(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
 
 
 @COMPARE_MODELS.register("toy")
-def compare_toy(args: argparse.Namespace, names: list[str]) -> list[dict[str, Any]]:
+def compare_toy(args: argparse.Namespace, names: list[str],
+                idatas: InferenceDataSink = None) -> list[dict[str, Any]]:
     """SVI with each ELBO (amortized guide, full batch), then the exact MLE and NUTS rows.
 
     One training and one test set, simulated at a = 0.5, b = 2, mu = 1 (N = 500 each), for
@@ -155,6 +169,10 @@ def compare_toy(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
                              "test_log_likelihood": test, "gradient_variance": variance,
                              "seconds_per_epoch": _epoch_seconds(result),
                              "seconds": sum(result.seconds_per_epoch)})
+                if idatas is not None and seed == 0:
+                    from .workflow import toy_inference_data
+
+                    idatas[name] = toy_inference_data(x, model=model, guide=guide)
             options = toy.ToyOptions(warmup=max(50, steps // 2), samples=max(50, steps // 2))
             for route, label in (("mle", "exact MLE"), ("nuts", "NUTS (z integrated out)")):
                 fitted = toy.TOY_INFERENCES.get(route)(x, seed=seed, options=options)
@@ -164,6 +182,10 @@ def compare_toy(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
                 rows.append({"algorithm": label, "seed": seed, "final_bound": train,
                              "test_log_likelihood": test, "gradient_variance": None,
                              "seconds_per_epoch": None, "seconds": fitted.seconds})
+                if idatas is not None and seed == 0 and fitted.draws is not None:
+                    from .workflow import toy_inference_data
+
+                    idatas[label] = toy_inference_data(x, theta_draws=fitted.draws)
     return rows
 
 
@@ -171,7 +193,8 @@ def compare_toy(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
 
 
 @COMPARE_MODELS.register("gmm")
-def compare_gmm(args: argparse.Namespace, names: list[str]) -> list[dict[str, Any]]:
+def compare_gmm(args: argparse.Namespace, names: list[str],
+                idatas: InferenceDataSink = None) -> list[dict[str, Any]]:
     """The mixture's routes (map = EM, vi, nuts) on simulated data, K = 3, D = 2.
 
     1000 training and 1000 test points from one random 3-component mixture (the seeds change
@@ -202,6 +225,11 @@ def compare_gmm(args: argparse.Namespace, names: list[str]) -> list[dict[str, An
                          "test_log_likelihood": fitted.log_likelihood(x_test).mean().item(),
                          "gradient_variance": None, "seconds_per_epoch": None,
                          "seconds": fitted.seconds})
+            if idatas is not None and seed == 0 and fitted.samples is not None:
+                from .workflow import gmm_inference_data
+
+                idatas[name] = gmm_inference_data(
+                    x, fitted, num_chains=fitted.info.get("num_chains", 1))
         with torch.no_grad():
             rows.append({"algorithm": "true parameters", "seed": seed,
                          "final_bound": log_marginal(x, truth).mean().item(),
@@ -276,6 +304,17 @@ def _plot(table: list[dict[str, Any]], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def _save_idatas(idatas: dict[str, Any], path: Path) -> dict[str, str]:
+    """Write each InferenceData to ``path`` with the algorithm in its name: {algorithm: file}."""
+    from .workflow import save_inference_data
+
+    written = {}
+    for name, idata in idatas.items():
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        written[name] = str(save_inference_data(idata, path.with_suffix(f".{slug}.nc")))
+    return written
+
+
 def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     """Run every algorithm, write comparison.csv / .md / .png and metrics.json to ``--out``."""
     names = [name.strip() for name in args.inference.split(",") if name.strip()]
@@ -290,9 +329,12 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--config and --set describe the VAE; they do not apply to --model "
                         f"{args.model}")
     _check_names(args.model, names)
+    if args.idata is not None and args.idata.suffix != ".nc":
+        raise UserError(f"--idata {args.idata}: give a NetCDF file name ending in .nc")
     out = prepare_out(args.out, args.overwrite)
     start = time.perf_counter()
-    rows = COMPARE_MODELS.get(args.model)(args, names)
+    idatas = None if args.idata is None else {}
+    rows = COMPARE_MODELS.get(args.model)(args, names, idatas)
     table = summarize(rows)
     fields = ["algorithm", "seeds"] + [f"{m}_{s}" for m in (*METRICS, "seconds")
                                        for s in ("mean", "sd")]
@@ -309,6 +351,8 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
                "files": {"csv": str(out / "comparison.csv"), "markdown": str(out / "comparison.md"),
                          "figure": str(figure)},
                "seconds": time.perf_counter() - start}
+    if idatas:
+        metrics["idata"] = _save_idatas(idatas, args.idata)
     write_metrics(out, metrics)
     print(markdown, end="")
     return json.loads(json.dumps(metrics))  # plain JSON types for --json
@@ -338,5 +382,8 @@ def add_command(commands: argparse._SubParsersAction, common: Callable) -> None:
                         help="K of the VAE's importance-sampled test log-likelihood")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument("--idata", type=Path, metavar="FILE.nc",
+                        help="write each algorithm's seed-0 posterior as ArviZ InferenceData "
+                             "to FILE.<algorithm>.nc (algorithms with posterior draws)")
     common(parser)
     parser.set_defaults(func=run_compare)

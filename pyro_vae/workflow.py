@@ -12,6 +12,10 @@ One builder, :func:`inference_data`, puts numpy arrays into the groups ArviZ exp
 :func:`gmm_inference_data`
     The Gaussian mixture from a Bayesian fit's (``vi`` or ``nuts``) relabelled draws;
     ``log_likelihood`` is the marginal logsumexp_j [log alpha_j + log N(x_i; mu_j, Sigma_j)].
+:func:`vae_inference_data`
+    A trained VAE: draws of each image's latent z from the amortized guide q(z | x), with
+    ``log_likelihood`` log p(x_i | z_is) (conditional on the image's own z, so LOO on it
+    measures reconstruction, not held-out density: that is the importance-sampled log p(x)).
 
 Every group's draws have dims (chain, draw, ...); per-observation arrays use the dim
 ``obs``, so ``az.loo`` / ``az.waic`` / ``az.compare`` work on the result.
@@ -39,6 +43,7 @@ __all__ = [
     "toy_prior_draws",
     "toy_inference_data",
     "gmm_inference_data",
+    "vae_inference_data",
     "save_inference_data",
 ]
 
@@ -220,6 +225,41 @@ def gmm_inference_data(
         prior_predictive={"x": prior_x[None]},
         dims=dims,
         attrs={"model": "gmm", "inference": fitted.inference},
+    )
+
+
+# ---------------------------------------------------------------------------- VAE
+
+
+def vae_inference_data(
+    model, guide, x: torch.Tensor, *, num_draws: int = 20, num_prior_draws: int = 20,
+    seed: int = 0,
+) -> az.InferenceData:
+    """InferenceData for a trained VAE (:class:`~pyro_vae.models.vae.VAE`) on images x (N, D).
+
+    Groups, with dims ``obs`` (N), ``latent`` (L) and ``pixel`` (D):
+    posterior ``z`` (1, S, N, L) from q(z | x_i); log_likelihood ``x`` (1, S, N), the
+    log p(x_i | z_is) summed over pixels; posterior_predictive ``x`` (1, S, N, D), a draw of
+    p(x | z_is) per latent draw (reconstructions); prior ``z`` (1, S0, N, L) from p(z) and
+    prior_predictive ``x`` (1, S0, N, D) decoded from them; observed_data ``x`` (N, D).
+    """
+    pyro.set_rng_seed(seed)
+    with torch.no_grad():
+        z = guide.posterior(x).sample((num_draws,))  # (S, N, L)
+        likelihood = model.likelihood(model.decoder(z))
+        prior_z = model.prior().sample((num_prior_draws, x.shape[0]))  # (S0, N, L)
+        prior_x = model.likelihood(model.decoder(prior_z)).sample()
+        log_lik = likelihood.log_prob(x)
+        predictive = likelihood.sample()
+    return inference_data(
+        posterior={"z": z[None]},
+        log_likelihood={"x": log_lik[None]},
+        posterior_predictive={"x": predictive[None]},
+        observed_data={"x": x},
+        prior={"z": prior_z[None]},
+        prior_predictive={"x": prior_x[None]},
+        dims={"z": ["obs", "latent"], "x": ["obs", "pixel"]},
+        attrs={"model": "vae"},
     )
 
 

@@ -2,10 +2,12 @@
 
 import csv
 import json
+import warnings
 
 import pytest
 
 from pyro_vae.cli import main
+from pyro_vae.workflow import az
 
 TINY_VAE = ["--set", "data.train_size=200", "--set", "data.test_size=40",
             "--set", "model.hidden=[16]", "--set", "model.latent_dim=2",
@@ -21,7 +23,7 @@ def test_compare_tiny_vae(tmp_path, capsys):
     out = tmp_path / "vae"
     code = main(["compare", "--model", "vae", "--inference", "trace,iwae", "--epochs", "1",
                  "--seeds", "2", "--particles", "2", "--eval-particles", "10", "--out", str(out),
-                 "--json", *TINY_VAE])
+                 "--idata", str(tmp_path / "vae.nc"), "--json", *TINY_VAE])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = _table(out)
@@ -38,12 +40,24 @@ def test_compare_tiny_vae(tmp_path, capsys):
         assert all(r["test_log_likelihood"] >= r["test_elbo"] for r in runs)
     assert (out / "comparison.md").read_text().count("\n") == 2 + len(rows)
     assert (out / "comparison.png").stat().st_size > 0
+    # one InferenceData per algorithm: 20 latent draws for each of the 40 test images
+    assert metrics["idata"] == {n: str(tmp_path / f"vae.{n}.nc") for n in ("trace", "iwae")}
+    idata = az.from_netcdf(metrics["idata"]["iwae"])
+    assert idata.posterior["z"].dims == ("chain", "draw", "obs", "latent")
+    assert idata.posterior["z"].shape == (1, 20, 40, 2)
+    assert idata.log_likelihood["x"].shape == (1, 20, 40)
+    assert idata.posterior_predictive["x"].shape == (1, 20, 40, 784)
+    assert idata.prior_predictive["x"].shape == (1, 20, 40, 784)
+    assert idata.observed_data["x"].dims == ("obs", "pixel")
+    # Bernoulli pixels: a log-likelihood is a sum of 784 log-probabilities, each <= 0
+    assert float(idata.log_likelihood["x"].max()) < 0
 
 
 def test_compare_toy_has_reference_rows(tmp_path):
     out = tmp_path / "toy"
     code = main(["compare", "--model", "toy", "--inference", "trace,score", "--epochs", "20",
-                 "--seeds", "1", "--particles", "2", "--out", str(out)])
+                 "--seeds", "1", "--particles", "2", "--out", str(out),
+                 "--idata", str(tmp_path / "toy.nc")])
     assert code == 0
     rows = _table(out)
     assert [row["algorithm"] for row in rows] == [
@@ -51,6 +65,15 @@ def test_compare_toy_has_reference_rows(tmp_path):
     # the exact MLE maximizes the training log-likelihood: no SVI fit beats it on train
     mle = float(rows[2]["final_bound_mean"])
     assert all(float(row["final_bound_mean"]) <= mle + 1e-6 for row in rows[:2])
+    # InferenceData for the fits with draws (not the exact MLE's point estimate)
+    files = sorted(path.name for path in tmp_path.glob("toy.*.nc"))
+    assert files == ["toy.nuts-z-integrated-out.nc", "toy.score.nc", "toy.trace.nc"]
+    nuts = az.from_netcdf(str(tmp_path / "toy.nuts-z-integrated-out.nc"))
+    assert nuts.posterior["a"].shape == (1, 50) and nuts.log_likelihood["x"].shape == (1, 50, 500)
+    with warnings.catch_warnings():  # 50 draws: PSIS may warn about its Pareto k
+        warnings.simplefilter("ignore")
+        loo = az.loo(nuts)
+    assert loo["elpd_loo"] < 0 and loo["n_data_points"] == 500
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -59,6 +82,7 @@ def test_compare_toy_has_reference_rows(tmp_path):
     (["--model", "gmm", "--inference", "trace"], "unknown inference trace"),
     (["--model", "toy", "--inference", "trace,trace"], "distinct"),
     (["--model", "toy", "--inference", "trace", "--set", "model.latent_dim=2"], "VAE"),
+    (["--model", "toy", "--inference", "trace", "--idata", "post.txt"], "ending in .nc"),
 ])
 def test_compare_bad_input_exits_2_with_one_line(argv, message, tmp_path, capsys):
     code = main(["compare", *argv, "--out", str(tmp_path / "bad")])

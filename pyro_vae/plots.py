@@ -9,12 +9,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+# no matplotlib.use() here: a library must not take the backend from a notebook's inline one
+# (matplotlib falls back to Agg by itself where there is no display)
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 __all__ = [
     "image_grid",

@@ -9,7 +9,8 @@ per-step host synchronisation); the progress bar shows the running ELBO.
 
 The KL term: ``elbo="auto"`` becomes ``meanfield`` (closed-form KL) when
 ``kl_divergence(q, p)`` is registered for every latent site's guide and model
-distributions, else ``trace`` (Monte Carlo), see :func:`resolve_elbo`.  KL warm-up
+distributions, else ``trace`` (Monte Carlo), see :func:`resolve_elbo`, and is computed
+by the fused path of that estimator (:mod:`pyro_vae.fused`).  KL warm-up
 multiplies the log-densities of the latent sites (in model and guide, so the KL
 term and nothing else) by beta rising linearly from ~0 to ``kl_weight`` (default 1)
 over the first ``kl_warmup_epochs`` epochs; the recorded train ELBO is then the annealed
@@ -155,13 +156,19 @@ def score_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
     )
 
 
+# the fused computation of each estimator "auto" resolves to
+_FUSED = {"meanfield": "fused", "trace": "fused_trace"}
+
+
 def resolve_elbo(model, guide, *args, **kwargs) -> str:
     """ "meanfield" if ``kl_divergence(q, p)`` is registered at every latent site, else "trace".
 
     Runs the guide once on ``args`` (e.g. one mini-batch) and the model replayed on
     its samples, and asks torch/Pyro's KL registry about each pair of distributions.
+    The random number generators are left as they were: asking does not change a run.
     """
-    with torch.no_grad():
+    devices = [a.device for a in args if torch.is_tensor(a) and a.is_cuda][:1]
+    with torch.no_grad(), torch.random.fork_rng(devices):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
@@ -366,7 +373,10 @@ def fit(
         Saved after every epoch (and on Ctrl-C, after the current step): state dicts,
         optimizer state, RNG state, the position in the epoch, ``checkpoint_extra``.
     elbo : str
-        A name in :data:`ELBOS`; "auto" is resolved by :func:`resolve_elbo`.
+        A name in :data:`ELBOS`.  "auto" is resolved by :func:`resolve_elbo` to
+        ``meanfield`` or ``trace`` (the name recorded) and computed by the fused path of
+        that estimator (``fused`` / ``fused_trace``: same values, less per-step overhead;
+        plain Pyro for pairs it does not fuse).
     kl_warmup_epochs : int
         KL weight beta = step / (kl_warmup_epochs * steps per epoch), capped at 1.
     free_bits : float
@@ -402,7 +412,8 @@ def fit(
     # run the guide once so lazily built parameters (autoguides) exist before Adam sees them
     with torch.no_grad(), poutine.trace():
         guide(x_train[:batch_size], n=n)
-    if elbo == "auto":
+    fused = elbo == "auto"
+    if fused:
         elbo = resolve_elbo(model, guide, x_train[:batch_size], n=n)
     if free_bits > 0:
         if elbo not in ("trace", "meanfield"):
@@ -415,7 +426,7 @@ def fit(
             max_plate_nesting=1,
         )
     else:
-        loss_fn = make_elbo(elbo, num_particles)
+        loss_fn = make_elbo(_FUSED[elbo] if fused else elbo, num_particles)
     if distributed:
         from .distributed import DataParallelELBO  # torch.distributed only when asked for
 

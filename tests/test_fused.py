@@ -200,3 +200,23 @@ def test_fit_trains_with_the_fused_elbo():
     result = fit(model, guide, x, epochs=3, batch_size=B, lr=1e-2, elbo="fused", progress=False)
     assert result.elbo == "fused"
     assert result.train_elbo[-1] > result.train_elbo[0]
+
+
+@pytest.mark.parametrize("prior,resolved,fused_name", [
+    ("normal", "meanfield", "fused"),  # KL(Normal || Normal) in closed form
+    ("student_t", "trace", "fused_trace"),  # no closed form: Monte Carlo KL
+])
+def test_auto_trains_through_the_fused_path(prior, resolved, fused_name):
+    """fit's default "auto" is recorded as the estimator it resolves to and computed fused:
+    bit-for-bit the parameters of the fused ELBO run from the same seed."""
+    x = torch.bernoulli(torch.full((N, D), 0.3))
+    params, recorded = {}, {}
+    for name in ("auto", fused_name):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model, guide = tiny_pair(prior=prior)
+        result = fit(model, guide, x, epochs=2, batch_size=B, lr=1e-2, elbo=name, progress=False)
+        params[name] = [p.detach().clone() for m in (model, guide) for p in m.parameters()]
+        recorded[name] = result.elbo
+    assert recorded == {"auto": resolved, fused_name: fused_name}
+    assert all(torch.equal(a, b) for a, b in zip(params["auto"], params[fused_name], strict=True))

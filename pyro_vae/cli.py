@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import torch
 
 from . import compare, gmm_cli, toy
 from .config import RunConfig, apply_overrides, load_config
@@ -27,7 +28,14 @@ from .data import (
     load_evaluation_array,
 )
 from .errors import UserError
-from .experiment import evaluate_vae, load_resumable, restore_vae, train_vae, write_metrics
+from .experiment import (
+    evaluate_vae,
+    load_resumable,
+    prepare_out,
+    restore_vae,
+    train_vae,
+    write_metrics,
+)
 from .infer import ELBOS, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
@@ -49,6 +57,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
+    if args.distributed is not None:
+        return _train_distributed(args, load_config(args.config, overrides))
     if args.resume is None:
         config = load_config(args.config, overrides)
         return train_vae(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
@@ -60,6 +70,35 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         )
     config = RunConfig.from_dict(apply_overrides(payload["config"], epochs))
     return train_vae(config, args.resume, progress=not args.quiet, resume=payload)
+
+
+def _train_distributed(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
+    """``train --distributed``: one rank of a launcher's group, or launch N local processes."""
+    import torch.distributed as dist
+
+    from .distributed import init_process_group, launch, under_launcher
+
+    if args.resume is not None:
+        raise UserError("--resume continues a single-process run; drop --distributed")
+    if under_launcher():
+        init_process_group(config.train.device)
+        try:
+            return train_vae(config, args.out, overwrite=args.overwrite,
+                             progress=not args.quiet, distributed=True)
+        finally:
+            dist.destroy_process_group()
+    processes = args.distributed
+    if processes < 1:
+        raise UserError("--distributed wants the number of processes here (e.g. --distributed 2); "
+                        "without a number it must run under torchrun")
+    if config.train.device == "cuda" and processes > torch.cuda.device_count():
+        raise UserError(f"--distributed {processes} on cuda needs {processes} GPUs, "
+                        f"found {torch.cuda.device_count()}")
+    out = prepare_out(args.out, args.overwrite)  # checked once here, not in every process
+    code = launch(processes, [a for a in args.argv if a != "--json"])
+    if code:
+        raise SystemExit(code)
+    return json.loads((out / "metrics.json").read_text())
 
 
 # command-line flag -> config key it overrides (the flag wins over --config and --set)
@@ -165,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in DIR from its last checkpoint (--epochs may extend it)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--distributed", type=int, nargs="?", const=0, metavar="N",
+        help="data-parallel training in N processes on this machine; without N, as one rank "
+             "of a torchrun group",
+    )
     _common(train)
     train.set_defaults(func=_train)
 
@@ -198,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) as return codes
         return int(exc.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start more processes with
     command: Callable[[argparse.Namespace], dict] = args.func
     try:
         with pyro.validation_enabled(True):
@@ -215,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
-    if args.json:
+    except SystemExit as exc:  # the status of processes it started (train --distributed)
+        return int(exc.code or 0)
+    if args.json and metrics:  # a distributed run's other ranks have nothing to report
         print(json.dumps(metrics))
     return 0
 

@@ -11,29 +11,35 @@ would divide the step by W): :class:`DataParallelELBO` runs any ELBO of
 :data:`pyro_vae.infer.ELBOS` inside ``torch.nn.parallel.DistributedDataParallel``
 over the model's and guide's modules with a summing communication hook.
 
-Launch with ``torchrun`` (``gloo`` on CPUs, ``nccl`` on GPUs)::
+Run it from the command line (``gloo`` on CPUs, ``nccl`` on GPUs)::
 
-    torchrun --nproc-per-node 2 -m pyro_vae.distributed --out runs/ddp [--config FILE] [--set k=v]
+    pyro-vae train --distributed 2 --out runs/ddp [--config FILE] [--set k=v]       # 2 processes
+    torchrun --nproc-per-node 4 -m pyro_vae train --distributed --out runs/ddp ...   # torchrun
 
-Rank 0 writes ``metrics.json`` and ``checkpoint.pt`` to ``--out``; every rank
-trains on its shard with its own random numbers (seed + rank).
+Rank 0 writes ``metrics.json``, ``checkpoint.pt`` and the figures to ``--out``; every
+rank trains on its shard with its own random numbers (seed + rank), see
+:func:`pyro_vae.experiment.train_vae`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
-from pathlib import Path
-from typing import Any
+import socket
+import sys
 
-import pyro
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DataParallelELBO", "init_process_group", "shard", "main"]
+__all__ = [
+    "DataParallelELBO",
+    "init_process_group",
+    "rank_and_world_size",
+    "under_launcher",
+    "shard",
+    "launch",
+]
 
 
 def _allreduce_sum(process_group, bucket):
@@ -114,70 +120,50 @@ def shard(x: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     return x[rank : world_size * (x.shape[0] // world_size) : world_size]
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    """Train the configured VAE data-parallel; run under ``torchrun`` (see the module docstring)."""
-    from .config import load_config
-    from .data import binarize, load_dataset
-    from .experiment import TrainedVAE, evaluate_vae, prepare_out, write_metrics
-    from .infer import fit
-    from .models import build_vae
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pyro_vae.distributed", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--out", type=Path, default=Path("runs/distributed"))
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    config = load_config(args.config, args.set)
-    t = config.train
-    rank, world = init_process_group(t.device)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device("cuda", local_rank) if t.device == "cuda" else torch.device("cpu")
-    out = prepare_out(args.out, args.overwrite) if rank == 0 else None
-    data = config.data
-    dataset = load_dataset(data.dataset, path=data.path, data_dir=data.data_dir, device=device)
-    x_train, x_test, transform = binarize(dataset.x_train, dataset.x_test, data.binarize)
-    x_train, x_test = x_train[: data.train_size], x_test[: data.test_size]
-    binary = data.binarize != "none"
-    pyro.set_rng_seed(t.seed)  # the same initial weights everywhere (DDP broadcasts rank 0's too)
-    model, guide = build_vae(
-        config, dataset.dim, binary_data=binary, image_shape=dataset.image_shape
-    )
-    model.to(device)
-    guide.to(device)
-    # the per-process batch: W of them make the configured batch
-    batch_size = max(1, t.batch_size // world)
-    result = fit(
-        model, guide, shard(x_train, rank, world), epochs=t.epochs, batch_size=batch_size, lr=t.lr,
-        elbo=config.inference.elbo, num_particles=config.inference.num_particles,
-        seed=t.seed + rank, batch_transform=transform, progress=rank == 0,
-        checkpoint=out / "checkpoint.pt" if out else None, distributed=True,
-        checkpoint_extra={
-            "config": config.to_dict(), "data_dim": dataset.dim, "binary_data": binary,
-            "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
-        },
-    )
-    metrics = None
-    if rank == 0:
-        start = time.perf_counter()
-        trained = TrainedVAE(model, guide, config, dataset.dim, dataset.image_shape, binary)
-        metrics = {
-            "world_size": world,
-            "backend": dist.get_backend(),
-            "batch_size_per_process": batch_size,
-            "elbo": result.elbo,
-            "seconds_per_epoch": result.seconds_per_epoch,
-            # every process saw as many examples as rank 0, in the same time
-            "examples_per_second": world * result.examples_per_second,
-            **evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed),
-            "evaluation_seconds": time.perf_counter() - start,
-        }
-        write_metrics(out, metrics)
-    dist.destroy_process_group()
-    return metrics
+def rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) of this process in the initialized default process group."""
+    return dist.get_rank(), dist.get_world_size()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+def under_launcher() -> bool:
+    """Whether a launcher (``torchrun``, :func:`launch`) started this process as one rank."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world_size: int, port: int, argv: list[str]) -> None:
+    """One process of :func:`launch`: the environment ``torchrun`` would give it, then the CLI."""
+    from .cli import main
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # the processes share the cores: threads beyond them only contend
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    code = main(argv)
+    if code:
+        sys.exit(code)
+
+
+def launch(num_processes: int, argv: list[str]) -> int:
+    """Run ``pyro-vae <argv>`` in ``num_processes`` processes on this machine; the exit status.
+
+    Each process gets a rank, the world size and a rendezvous address in its environment,
+    as under ``torchrun`` (which is the way to use several machines).  A failing process
+    stops the others; its exit status is returned (2 for a user error it reported).
+    """
+    import torch.multiprocessing as mp
+
+    try:
+        mp.spawn(_rank_main, args=(num_processes, _free_port(), argv), nprocs=num_processes)
+    except mp.ProcessExitedException as exc:
+        return exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1
+    except mp.ProcessRaisedException as exc:
+        last = str(exc).strip().splitlines()[-1]
+        print(f"pyro-vae: a training process failed: {last}", file=sys.stderr)
+        return 1
+    return 0

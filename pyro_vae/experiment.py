@@ -51,11 +51,14 @@ class TrainedVAE:
     binary_data: bool
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, distributed: bool = False) -> torch.device:
+    """The torch device ``name``; a distributed process's own GPU for "cuda"."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError(
             "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
         )
+    if name == "cuda" and distributed:
+        return torch.device("cuda", torch.cuda.current_device())  # set by init_process_group
     return torch.device(name)
 
 
@@ -130,16 +133,29 @@ def train_vae(
     overwrite: bool = False,
     progress: bool = True,
     resume: dict[str, Any] | None = None,
+    distributed: bool = False,
 ) -> dict:
     """Train the VAE that ``config`` describes and write metrics, checkpoint and figures to ``out``.
 
     ``resume`` is a checkpoint of an earlier run in ``out`` (see :func:`load_resumable`):
-    training continues from where it stopped.  Returns the metrics dict also
-    written to ``out/metrics.json``.
+    training continues from where it stopped.  ``distributed``: this process is one of
+    the initialized process group (:func:`pyro_vae.distributed.init_process_group`); each
+    trains on its shard of the training set with 1/W of the batch, the gradients summed,
+    and rank 0 alone writes.  Returns the metrics dict also written to
+    ``out/metrics.json`` (``{}`` on the other ranks).
     """
-    out = prepare_out(out, overwrite or resume is not None)
-    device = _device(config.train.device)
-    (out / "config.toml").write_text(dump_toml(config))
+    rank, world = 0, 1
+    if distributed:
+        from .distributed import rank_and_world_size, shard
+
+        if resume is not None:
+            raise UserError("--resume continues a single-process run; drop --distributed")
+        rank, world = rank_and_world_size()
+    lead = rank == 0
+    out = prepare_out(out, overwrite or resume is not None) if lead else Path(out)
+    device = _device(config.train.device, distributed)
+    if lead:
+        (out / "config.toml").write_text(dump_toml(config))
     dataset = load_dataset(
         config.data.dataset, path=config.data.path, data_dir=config.data.data_dir, device=device
     )
@@ -153,31 +169,35 @@ def train_vae(
     model.to(device)
     guide.to(device)
     t = config.train
+    checkpoint_extra = {
+        "config": config.to_dict(),
+        "data_dim": dataset.dim,
+        "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
+        "binary_data": binary,
+    }
     result = fit(
         model,
         guide,
-        x_train,
+        shard(x_train, rank, world) if distributed else x_train,
         x_test=x_test,
         epochs=t.epochs,
-        batch_size=t.batch_size,
+        batch_size=max(1, t.batch_size // world),  # W processes make the configured batch
         lr=t.lr,
         elbo=config.inference.elbo,
         num_particles=config.inference.num_particles,
-        seed=t.seed,
+        seed=t.seed + rank,  # each process its own draws; rank 0 those of a single process
         batch_transform=transform,
-        checkpoint=out / "checkpoint.pt",
-        progress=progress,
+        checkpoint=out / "checkpoint.pt" if lead else None,
+        progress=progress and lead,
         kl_warmup_epochs=config.inference.kl_warmup_epochs,
         free_bits=config.inference.free_bits,
         kl_weight=config.inference.kl_weight,
         resume=resume,
-        checkpoint_extra={
-            "config": config.to_dict(),
-            "data_dim": dataset.dim,
-            "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
-            "binary_data": binary,
-        },
+        checkpoint_extra=checkpoint_extra,
+        distributed=distributed,
     )
+    if not lead:
+        return {}
     trained = TrainedVAE(model, guide, config, dataset.dim, dataset.image_shape, binary)
     start = time.perf_counter()
     final = evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed)
@@ -191,7 +211,9 @@ def train_vae(
         **final,
         "evaluation_seconds": time.perf_counter() - start,
         "seconds_per_epoch": result.seconds_per_epoch,
-        "examples_per_second": result.examples_per_second,
+        # every process saw as many examples as this one, in the same time
+        "examples_per_second": world * result.examples_per_second,
+        "world_size": world,
         "checkpoint": str(result.checkpoint),
         "config": config.to_dict(),
     }

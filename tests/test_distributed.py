@@ -6,6 +6,7 @@ must equal the single-process gradient of their union, and ``fit`` with
 ``distributed=True`` must reach the parameters of a single-process ``fit``.
 """
 
+import json
 import socket
 
 import pyro
@@ -104,3 +105,37 @@ def test_distributed_fit_equals_single_process_fit(ranks, name):
     for result in ranks:
         for got, want in zip(result[f"{name}/fit"], parameters(model, guide), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+TINY_RUN = ["--set", 'guide.name="delta"', "--set", 'data.binarize="static"',
+            "--set", "data.train_size=64", "--set", "data.test_size=16",
+            "--set", "model.hidden=[8]", "--set", "model.latent_dim=2",
+            "--batch-size", "64", "--epochs", "2", "--quiet"]
+
+
+def test_train_distributed_command_equals_single_process_run(tmp_path, capsys):
+    """``pyro-vae train --distributed 2`` starts two processes; rank 0 writes the run, whose
+    trained parameters are those of one process with the combined (here: whole) batch."""
+    from pyro_vae.checkpoint import load_checkpoint
+    from pyro_vae.cli import main
+
+    assert main(["train", "--distributed", "2", "--out", str(tmp_path / "ddp"), "--json",
+                 *TINY_RUN]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["world_size"] == 2 and metrics["num_train"] == 64
+    assert (tmp_path / "ddp" / "samples.png").exists()
+    assert main(["train", "--out", str(tmp_path / "one"), *TINY_RUN]) == 0
+    states = [load_checkpoint(tmp_path / run / "checkpoint.pt") for run in ("ddp", "one")]
+    for key in ("model_state", "guide_state"):
+        for name, value in states[1][key].items():
+            torch.testing.assert_close(states[0][key][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_train_distributed_refuses_resume_and_bad_counts(tmp_path, capsys):
+    from pyro_vae.cli import main
+
+    assert main(["train", "--distributed", "--out", str(tmp_path / "a"), *TINY_RUN]) == 2
+    assert "without a number it must run under torchrun" in capsys.readouterr().err
+    assert main(["train", "--distributed", "2", "--resume", str(tmp_path)]) == 2
+    assert "drop --distributed" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

@@ -449,14 +449,15 @@ def _em_run(x, x_t, features, model, prior_loc, generator, tol, max_iter, reg_co
     while iterations < max_iter:
         iterations += 1
         joint = _joint_log_density(x, params, features)
-        # log-sum-exp and softmax sharing one exp of the (N, K) array
+        # log-sum-exp and softmax sharing one exp of the (N, K) array, in place
         top = joint.max(-1, keepdim=True).values
-        unnormalized = torch.exp(joint - top)
+        unnormalized = joint.sub_(top).exp_()
         total = unnormalized.sum(-1, keepdim=True)
         previous_ll, ll = ll, (top + total.log()).mean().item()
         if not math.isfinite(ll):
             raise UserError(_SINGULAR.format(reg_covar=reg_covar))
-        params = _m_step(x, features, unnormalized / total, model, prior_loc, params, reg_covar)
+        resp = unnormalized.div_(total)
+        params = _m_step(x, features, resp, model, prior_loc, params, reg_covar)
         if abs(ll - previous_ll) < tol:
             converged = True
             break

@@ -409,8 +409,10 @@ def fit(
     """
     pyro.set_rng_seed(seed)
     n = x_train.shape[0]
-    # run the guide once so lazily built parameters (autoguides) exist before Adam sees them
-    with torch.no_grad(), poutine.trace():
+    # run the guide once so lazily built parameters (autoguides) exist before Adam sees them;
+    # on forked generators, so that training draws the seed's random numbers from the first
+    devices = [x_train.device] if x_train.is_cuda else []
+    with torch.no_grad(), poutine.trace(), torch.random.fork_rng(devices):
         guide(x_train[:batch_size], n=n)
     fused = elbo == "auto"
     if fused:

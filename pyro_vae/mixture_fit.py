@@ -262,11 +262,16 @@ def kmeans_init(
     variance (scikit-learn's KMeans criteria).  It runs in float32 on the (D, N) transpose:
     only the labels leave this function, and they seed EM, which works in float64.
     """
-    return _kmeans_labels(x.T.float().contiguous(), k, generator, max_iter, tol)
+    return _kmeans_labels(x.T.float().contiguous(), k, generator, max_iter, tol)[0]
 
 
-def _kmeans_labels(x_t: torch.Tensor, k: int, generator, max_iter: int, tol: float):
-    """:func:`kmeans_init` on data already transposed to (D, N)."""
+def _kmeans_labels(
+    x_t: torch.Tensor, k: int, generator, max_iter: int, tol: float
+) -> tuple[torch.Tensor, float]:
+    """:func:`kmeans_init` on data already transposed to (D, N): (labels (N,), inertia).
+
+    The inertia is the mean squared distance of the points to their nearest final centre.
+    """
     n = x_t.shape[1]
     sq_norm = (x_t * x_t).sum(0)  # (N,)
 
@@ -276,7 +281,7 @@ def _kmeans_labels(x_t: torch.Tensor, k: int, generator, max_iter: int, tol: flo
 
     def nearest(centres):  # ||x||^2 is the same for every centre: leave it out of the argmin
         scores = torch.addmm((centres * centres).sum(-1, keepdim=True), centres, x_t, alpha=-2)
-        return scores.min(0).indices
+        return scores.min(0)  # values: squared distances less ||x||^2
 
     first = torch.randint(n, (1,), generator=generator)
     centres = x_t[:, first].T
@@ -293,17 +298,17 @@ def _kmeans_labels(x_t: torch.Tensor, k: int, generator, max_iter: int, tol: flo
         closest = potential[best]
     # tol x the mean per-coordinate variance, from the squared norms already at hand
     shift_tol = tol * (sq_norm.mean() - x_t.mean(-1).pow(2).sum()) / x_t.shape[0]
-    labels = nearest(centres)
+    labels = nearest(centres).indices
     for _ in range(max_iter):
         counts = torch.bincount(labels, minlength=k).to(x_t.dtype)
         sums = x_t.new_zeros(x_t.shape[0], k).index_add_(1, labels, x_t).T
         new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
         shift = (new - centres).pow(2).sum()
         centres, previous = new, labels
-        labels = nearest(centres)
+        closest, labels = nearest(centres)
         if shift <= shift_tol or torch.equal(labels, previous):
             break
-    return labels
+    return labels, (closest.sum() + sq_norm.sum()).item() / n
 
 
 def _m_step(
@@ -402,6 +407,19 @@ def em(
 ) -> tuple[MixtureParams, dict]:
     """MAP fit by EM with ``restarts`` k-means starts; the best log-likelihood wins.
 
+    All k-means starts are drawn first; EM then runs from the tightest partition (lowest
+    k-means inertia) to the loosest, and a restart is abandoned once it lies so far below the
+    best finished one that ``_CATCH_UP`` times its latest per-iteration gain, kept up for
+    all its remaining iterations, would not close the gap.  Restarts stuck in a poor optimum
+    crawl on for 10-20 iterations; abandoning them cut the EM iterations of the 20000 x 50-D,
+    K=4 full benchmark fits from 318 to 200 (20 fits).  It is a heuristic: EM gains usually
+    shrink as a run settles, but can grow again after a slow stretch (when two components
+    pull apart).  Measured: on the benchmark's settings (210 fits, 630 restarts, 108
+    abandoned) and on 800 random small mixtures no winner changed by more than 1e-3
+    nats/point; in 800 other random mixtures, runs that went on to reach their fit's best
+    optimum were at some iteration behind it by up to 11 x (gain x iterations left), more
+    than 1 x in 23 of them and more than 10 x in one.
+
     Parameters
     ----------
     x : (N, D) float64 tensor
@@ -413,8 +431,10 @@ def em(
 
     Returns
     -------
-    (params, info): ``info["restarts"]`` lists each restart's iterations, convergence flag
-    and mean log-likelihood per point (the one that selects the winner).
+    (params, info): ``info["restarts"]`` lists, in the order of the k-means draws, each
+    restart's iterations, convergence and abandonment flags, k-means inertia and mean
+    log-likelihood per point (the one that selects the winner; at abandonment for the
+    abandoned).
     """
     if restarts < 1:
         raise UserError(f"--restarts must be at least 1, got {restarts}")
@@ -424,28 +444,40 @@ def em(
     prior_loc = model.priors.loc - shift
     features = None if model.covariance == "full" else _diag_features(x)
     x_t = x.T.float().contiguous()  # the k-means starts' copy, made once for every restart
-    best, best_params, runs = None, None, []
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(restarts):
+    starts = [_kmeans_labels(x_t, model.num_components, generator, 100, 1e-4)
+              for _ in range(restarts)]
+    best, best_params, runs = None, None, [None] * restarts
+    for r in sorted(range(restarts), key=lambda r: starts[r][1]):
+        labels, inertia = starts[r]
+        target = -math.inf if best is None else best["log_likelihood"]
         try:
-            params, run = _em_run(x, x_t, features, model, prior_loc, generator, tol, max_iter,
-                                  reg_covar)
+            params, run = _em_run(x, features, labels, model, prior_loc, tol, max_iter,
+                                  reg_covar, target)
         except torch.linalg.LinAlgError:  # a Cholesky factorization of a singular covariance
             raise UserError(_SINGULAR.format(reg_covar=reg_covar)) from None
-        runs.append(run)
-        if best is None or run["log_likelihood"] > best["log_likelihood"]:
+        runs[r] = {**run, "inertia": inertia}
+        if not run["abandoned"] and (best is None or run["log_likelihood"] > target):
             best, best_params = run, params
     best = MixtureParams(best_params.weights, best_params.locs + shift, best_params.scales,
                          best_params.chol_corr)
     return best, {"restarts": runs}
 
 
-def _em_run(x, x_t, features, model, prior_loc, generator, tol, max_iter, reg_covar):
-    """One EM run from a k-means start on x (N, D) = x_t.T in float32: (params, summary)."""
-    labels = _kmeans_labels(x_t, model.num_components, generator, 100, 1e-4)
+# see :func:`em`: how many times its latest gain a restart is allowed to catch up with
+_CATCH_UP = 10
+
+
+def _em_run(x, features, labels, model, prior_loc, tol, max_iter, reg_covar, target):
+    """One EM run on x (N, D) from hard k-means labels (N,): (params, summary).
+
+    The run is abandoned (``summary["abandoned"]``) when its log-likelihood per point plus
+    ``_CATCH_UP`` times its latest gain for each iteration left stays below ``target``, the
+    best finished run's.
+    """
     resp = torch.nn.functional.one_hot(labels, model.num_components).to(x.dtype)
     params = _m_step(x, features, resp, model, prior_loc, None, reg_covar)
-    ll, converged, iterations = -math.inf, False, 0
+    ll, converged, abandoned, iterations = -math.inf, False, False, 0
     while iterations < max_iter:
         iterations += 1
         joint = _joint_log_density(x, params, features)
@@ -456,12 +488,16 @@ def _em_run(x, x_t, features, model, prior_loc, generator, tol, max_iter, reg_co
         previous_ll, ll = ll, (top + total.log()).mean().item()
         if not math.isfinite(ll):
             raise UserError(_SINGULAR.format(reg_covar=reg_covar))
+        if ll + _CATCH_UP * (max_iter - iterations) * max(ll - previous_ll, 0.0) < target:
+            abandoned = True
+            break
         resp = unnormalized.div_(total)
         params = _m_step(x, features, resp, model, prior_loc, params, reg_covar)
         if abs(ll - previous_ll) < tol:
             converged = True
             break
-    return params, {"iterations": iterations, "converged": converged, "log_likelihood": ll}
+    return params, {"iterations": iterations, "converged": converged, "abandoned": abandoned,
+                    "log_likelihood": ll}
 
 
 # ---------------------------------------------------------------------------- results

@@ -12,6 +12,7 @@ from pyro.infer.autoguide import AutoDelta, init_to_value
 from scipy import stats
 from sklearn.mixture import GaussianMixture
 
+from pyro_vae import mixture_fit
 from pyro_vae.mixture_fit import (
     build_model,
     component_log_density,
@@ -74,6 +75,29 @@ def test_enumerated_elbo_with_point_mass_guides_is_the_logsumexp_marginal(covari
     torch.testing.assert_close(resp.sum(-1), torch.ones(len(x), dtype=x.dtype))
 
 
+def test_row_blocked_densities_and_moments_match_direct_ones(monkeypatch):
+    """EM's full-covariance densities (values and gradients) and second moments do not depend on
+    how the points are split into row blocks."""
+    truth, x, _ = _simulate(3, 4, 50, full=True)
+    model = build_model(x, 3, "full")
+    resp = responsibilities(x, truth)
+    monkeypatch.setattr(mixture_fit, "_BLOCK_ELEMENTS", 25)  # K D = 12: two points per block
+
+    def densities_and_gradients(density):
+        locs, scales = truth.locs.clone().requires_grad_(), truth.scales.clone().requires_grad_()
+        values = density(MixtureParams(truth.weights, locs, scales, truth.chol_corr))
+        values.sum().backward()
+        return values.detach(), locs.grad, scales.grad
+
+    blocked = densities_and_gradients(lambda p: component_log_density(x, p))
+    direct = densities_and_gradients(
+        lambda p: model.component_distribution(p).log_prob(x[:, None, :]))
+    for ours, theirs in zip(blocked, direct, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(mixture_fit._second_moments(x, resp),
+                               torch.einsum("nk,nd,ne->kde", resp, x, x), rtol=1e-12, atol=1e-12)
+
+
 def test_index_sampling_frequencies_match_alpha():
     """Index j ~ alpha, then x ~ component j: chi-square goodness of fit at the 0.1% level."""
     weights = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
@@ -126,6 +150,26 @@ def test_heldout_log_likelihood_matches_sklearn_em(covariance):
     assert ours >= theirs - 0.01, (ours, theirs)
     # and on the training data the EM objective is no worse than scikit-learn's optimum
     assert log_marginal(x, fitted.params).mean().item() >= sk.score(x.numpy()) - 0.01
+
+
+def test_abandoned_restarts_would_not_have_won(monkeypatch):
+    """EM abandons a restart stuck far below the best finished one; run to the end it stays
+    there, and the fit is the one EM gives without abandoning anything."""
+    truth = random_mixture(4, 6, separation=1.5, anisotropy=3.0, full=True, seed=2)
+    x, _ = sample_mixture(truth, 1500, torch.Generator().manual_seed(2))
+    model = build_model(x, 4, "full")
+    params, info = em(x, model, restarts=4, seed=0)
+    monkeypatch.setattr(mixture_fit, "_CATCH_UP", math.inf)  # no restart is ever abandoned
+    params_all, info_all = em(x, model, restarts=4, seed=0)
+    runs, runs_all = info["restarts"], info_all["restarts"]
+    abandoned = [r for r, run in enumerate(runs) if run["abandoned"]]
+    assert abandoned and not any(run["abandoned"] for run in runs_all)
+    best = max(run["log_likelihood"] for run in runs_all)
+    for r in abandoned:
+        assert runs[r]["iterations"] < runs_all[r]["iterations"]
+        assert runs_all[r]["log_likelihood"] < best - 0.1
+    torch.testing.assert_close(params.locs, params_all.locs)
+    torch.testing.assert_close(params.covariances(), params_all.covariances())
 
 
 def test_parameter_count_bic_aic_agree_with_sklearn():
@@ -204,7 +248,8 @@ def test_closed_form_nuts_potential_is_the_traced_models():
 
 
 def test_vi_fits_one_after_another_start_fresh():
-    """The vi route's autoguide lives in Pyro's param store: a second fit must not resume the first."""
+    """The vi route's autoguide lives in Pyro's param store: a second fit must not resume the
+    first."""
     x = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     first = fit_gmm(x, 2, "diag", "vi", restarts=1, steps=20)
     fit_gmm(x, 3, "diag", "vi", restarts=1, steps=20)  # another K: shapes differ

@@ -237,3 +237,25 @@ def test_nuts_posterior_covers_the_truth(route):
     for name, true in zip(("a", "b", "mu"), (0.5, 2.0, 1.0), strict=True):
         assert abs(theta[name] - true) < 4 * fitted.extra[f"{name}_sd"]
         assert fitted.extra[f"{name}_r_hat"] < 1.1
+
+
+@pytest.mark.parametrize("c,a,b", [
+    (1.0, 1.0, 1.0 + 1e-9),  # a ~ b: the two E1 values agree to 1e-9 and cancel
+    (1.0, 1.0, 1.0 + 2e-4),  # just wide of the midpoint rule
+    (700.0, 1.0, 1.0 + 1e-7),  # narrow, at the asymptotic series' threshold
+    (5000.0, 1.0, 1.5),  # far tail: E1(c / a^2) underflows next to E1(c / b^2)
+    (1e90, 1.0, 1.0 + 1e-8),  # 1 / v^4 would overflow
+    (1e-300, 0.5, 2.0),  # next to the mode
+])
+def test_log_e1_difference_is_accurate_where_it_cancels_or_overflows(c, a, b):
+    """log(E1(c/b^2) - E1(c/a^2)) against 50-digit mpmath, with no floating-point warning."""
+    from pyro_vae.models.uniform_scale import _log_e1_difference_numpy
+
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(50):
+        c_, a_, b_ = (mpmath.mpf(v) for v in (c, a, b))
+        exact = float(mpmath.log(mpmath.e1(c_ / b_**2) - mpmath.e1(c_ / a_**2)))
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        got = _log_e1_difference_numpy(np.array([c]), np.array([a]), np.array([b]))[0]
+    # the inputs' own rounding (c / b^2 in float64) bounds what any method can reach
+    assert got == pytest.approx(exact, rel=1e-10, abs=1e-8)

@@ -14,7 +14,8 @@ Routes (registry :data:`GMM_ROUTES`):
     LogNormal terms (O(1) against the O(N_j) likelihood) are left out of the covariance
     update, so that block is the ML update.  Every variance gets ``reg_covar`` added, as in
     scikit-learn, so a component that shrinks onto one point stays finite.  Restarts start
-    from k-means (k-means++ seeding, then Lloyd iterations); the best by log-likelihood wins.
+    from k-means (k-means++ seeding, then Lloyd iterations); the best by log-likelihood wins,
+    and a restart that clearly cannot catch the best finished one is abandoned (:func:`em`).
     The objective this maximises is exactly ``-TraceEnum_ELBO`` with point-mass (AutoDelta)
     guides on the globals (``tests/test_gmm.py`` checks the identity).
 ``vi``

@@ -362,14 +362,17 @@ def _m_step(
 def _second_moments(x: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
     """sum_i r_ij x_i x_i^T for all j: x (N, D), resp (N, K) -> (K, D, D).
 
-    One matrix product per row block, [r_i1 x_i ... r_iK x_i]^T x_i, accumulated in place.
+    Per row block, one (D, rows) x (rows, D) product per component, accumulated in place.
+    For small D that beats one (K D, rows) x (rows, D) product for all K, a shape BLAS does
+    badly (measured: 2.1 vs 2.8 ms at 16000 x 10-D, K=5; 4.6 vs 7.0 ms at 100000 x 5-D,
+    K=4); at 50-D the two take the same time.
     """
     k, d = resp.shape[1], x.shape[1]
-    total = x.new_zeros(k * d, d)
-    for block, r in zip(_row_blocks(x, k * d), _row_blocks(resp, k * d), strict=True):
-        weighted = (r.unsqueeze(-1) * block.unsqueeze(1)).view(-1, k * d)  # (rows, K D)
-        total.addmm_(weighted.T, block)
-    return total.view(k, d, d)
+    total = x.new_zeros(k, d, d)
+    for block, r in zip(_row_blocks(x, d), _row_blocks(resp, d), strict=True):
+        for j in range(k):
+            total[j].addmm_((block * r[:, j, None]).T, block)
+    return total
 
 
 def _map_log_normal_scales(

@@ -88,10 +88,10 @@ def _precision_cholesky(params: MixtureParams) -> torch.Tensor:
     return torch.linalg.solve_triangular(tril, eye, upper=False).transpose(-1, -2)
 
 
-# Row blocks keep every (rows, K D) temporary at about this many elements (2 MiB in float64):
-# blocks that small are recycled by malloc, whereas a fresh (N, D) array per component and
-# iteration comes from the kernel page by page (measured: 300k-500k page faults, half the
-# time of a 20000 x 50-D, K=4 full-covariance fit)
+# Row blocks keep every per-iteration temporary of the full-covariance E- and M-steps at about
+# this many elements (2 MiB in float64): blocks that small are recycled by malloc, whereas a
+# fresh (N, D) array per component and iteration comes from the kernel page by page
+# (measured: 300k-500k page faults, half the time of a 20000 x 50-D, K=4 full-covariance fit)
 _BLOCK_ELEMENTS = 1 << 18
 
 
@@ -472,7 +472,8 @@ def em(
     return best, {"restarts": runs}
 
 
-# see :func:`em`: how many times its latest gain a restart is allowed to catch up with
+# see :func:`em`: a restart is abandoned when even this many times its latest gain, for every
+# iteration left, would leave it below the best finished restart
 _CATCH_UP = 30
 
 

@@ -532,8 +532,9 @@ def fit(
                 state.train_seconds += seconds
                 result.seconds_per_epoch.append(seconds)
                 result.train_elbo.append(-state.total / n)
-                if x_test is not None:
-                    test = importance_estimate(model, guide, x_test, num_particles=1)
+                if x_test is not None:  # on forked generators: watching does not change a run
+                    with torch.random.fork_rng(devices):
+                        test = importance_estimate(model, guide, x_test, num_particles=1)
                     result.test_elbo.append(test.elbo.mean().item())
                 if progress:
                     test_text = (

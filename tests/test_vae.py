@@ -102,3 +102,18 @@ def test_a_few_epochs_raise_the_test_elbo(pair, mnist5k):
     assert len(result.train_elbo) == len(result.test_elbo) == 3
     assert result.test_elbo[-1] > before + 100  # from ~-550 nats to under -250
     assert result.test_elbo[-1] > result.test_elbo[0]
+
+
+def test_watching_the_test_elbo_does_not_change_training(mnist5k):
+    """fit's per-epoch test ELBO draws on forked generators: with or without x_test, the
+    same seed trains to the same parameters (bit for bit)."""
+    x_train = torch.bernoulli(mnist5k.x_train[:128], generator=torch.Generator().manual_seed(0))
+    x_test = x_train[:32]
+    trained = []
+    for watched in (None, x_test):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model, guide = build_vae(load_config(None, ["model.latent_dim=2", "model.hidden=[8]"]), D)
+        fit(model, guide, x_train, x_test=watched, epochs=2, batch_size=32, progress=False)
+        trained.append([p.detach().clone() for m in (model, guide) for p in m.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))

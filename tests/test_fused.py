@@ -220,3 +220,20 @@ def test_auto_trains_through_the_fused_path(prior, resolved, fused_name):
         recorded[name] = result.elbo
     assert recorded == {"auto": resolved, fused_name: fused_name}
     assert all(torch.equal(a, b) for a, b in zip(params["auto"], params[fused_name], strict=True))
+
+
+def test_the_plan_is_validated_and_steps_restore_the_validation_flag():
+    """The planning trace runs under Pyro's validation (an observation outside the
+    Bernoulli's support is refused there); the fused steps skip the per-step checks and
+    leave the global setting as they found it."""
+    model, guide = tiny_pair()
+    bad = binary_batch()
+    bad[0, 0] = 0.5
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="support"):
+        make_elbo("fused").differentiable_loss(model, guide, bad, n=N)
+    elbo = make_elbo("fused")
+    with pyro.validation_enabled(True):
+        elbo.differentiable_loss(model, guide, binary_batch(), n=N)  # plans, validated
+        assert elbo.decline_reason(model, guide, binary_batch(), n=N) is None
+        elbo.differentiable_loss(model, guide, binary_batch(), n=N)  # a fused step
+        assert torch.distributions.Distribution._validate_args

@@ -34,7 +34,7 @@ from unittest import mock
 import pyro
 import torch
 from common import median_seconds, plain_test_elbo, setup, test_elbo
-from vs_pyro_example import compare
+from vs_pyro_example import compare_threads
 
 from pyro_vae.data import minibatch_indices
 from pyro_vae.infer import fit, make_elbo
@@ -302,7 +302,8 @@ def main() -> None:
     if args.quality_epochs:
         quality(args)
     if args.example_epochs and args.device == "cpu":
-        compare(args.example_epochs, rounds=2, elbos=("auto", "fused"))
+        counts = sorted({1, torch.get_num_threads(), os.cpu_count() or 1})
+        compare_threads(counts, args.example_epochs, rounds=2, elbos=("auto", "fused_trace"))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the same weights and are evaluated by the same code.  Whole runs take turns, and
 the median seconds per epoch of each is reported with the test ELBO at the end.
 
     python benchmarks/vs_pyro_example.py [--epochs 10] [--rounds 2] [--elbos auto,fused]
+        [--threads 1,2]
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def example_run(vae: PyroExampleVAE, x_train, epochs: int, lr: float, workers: i
 
 def compare(
     epochs: int = 10, rounds: int = 2, elbos=("auto", "fused"), workers: int = 1, seed: int = 0
-) -> None:
-    """Print s/epoch and test ELBO of the example loop and of ``fit`` with each of ``elbos``.
+) -> dict[str, float]:
+    """Print s/epoch and test ELBO of the example loop and of ``fit`` with each of ``elbos``;
+    return the median s/epoch of each ("example" and the ELBO names).
 
     Each round runs the example and then each of ours from the same weights; the first
     epoch of every run is left out of the median (warm-up).
@@ -156,6 +158,31 @@ def compare(
             f"| {test[elbo]:.2f} |"
         )
     print("target: >= 2.5x faster than the example with equal test ELBO")
+    return median
+
+
+def compare_threads(thread_counts, epochs: int = 10, rounds: int = 2, elbos=("auto",),
+                    workers: int = 1) -> None:
+    """:func:`compare` at each torch thread count, then each loop at its own best count.
+
+    The example's DataLoader worker is a process of its own: with one training thread it
+    has a core to itself on a 2-core machine, with two it competes for one.  Comparing the
+    loops at one setting favours one of them, so the last line pairs each one's best.
+    """
+    before = torch.get_num_threads()
+    medians = {}
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        print(f"\n{threads} torch thread(s):", end="")
+        medians[threads] = compare(epochs, rounds, elbos, workers)
+    torch.set_num_threads(before)
+    for name in elbos:
+        best = {loop: min(thread_counts, key=lambda t: medians[t][loop])
+                for loop in ("example", name)}
+        example, ours = (medians[best[loop]][loop] for loop in ("example", name))
+        print(f"each at its best thread count: example {example:.3f} s/epoch "
+              f"({best['example']} thread(s)), fit elbo={name} {ours:.3f} s/epoch "
+              f"({best[name]} thread(s)): {example / ours:.2f}x faster (target >= 2.5x)")
 
 
 def main() -> None:
@@ -168,11 +195,13 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="DataLoader workers (the tutorial: 1)"
     )
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--threads", default=f"1,{torch.get_num_threads()}",
+                        help="comma-separated torch thread counts to run at (default: 1 and "
+                             "torch's default)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    compare(args.epochs, args.rounds, tuple(args.elbos.split(",")), args.workers)
+    threads = sorted({int(t) for t in args.threads.split(",")})
+    compare_threads(threads, args.epochs, args.rounds, tuple(args.elbos.split(",")),
+                    args.workers)
 
 
 if __name__ == "__main__":

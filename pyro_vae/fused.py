@@ -49,6 +49,7 @@ from pyro.poutine.messenger import Messenger, _context_wrap
 from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 
+from .infer import forked_rng
 from .models.vae import VAE
 
 __all__ = ["FusedELBO"]
@@ -223,8 +224,7 @@ class FusedELBO:
         if reason:
             return None, reason
         plan = _Plan(vae, guide_module, model_handlers, guide_handlers, self.analytic_kl)
-        devices = [x.device] if x.is_cuda else []
-        with torch.no_grad(), torch.random.fork_rng(devices):
+        with torch.no_grad(), forked_rng(x):
             model_trace, guide_trace = get_importance_trace("flat", 1, model, guide, (x,), {"n": n})
             reason = self._check(plan, model_trace, guide_trace, x, n)
         return (None, reason) if reason else (plan, None)

@@ -160,6 +160,14 @@ def score_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
 _FUSED = {"meanfield": "fused", "trace": "fused_trace"}
 
 
+def forked_rng(*tensors):
+    """``torch.random.fork_rng`` over the CPU and the GPU of the first CUDA tensor given:
+    random numbers drawn inside leave the generators as they were (set-up and monitoring
+    must not shift a run's stream)."""
+    cuda = [t.device for t in tensors if torch.is_tensor(t) and t.is_cuda]
+    return torch.random.fork_rng(cuda[:1])
+
+
 def resolve_elbo(model, guide, *args, **kwargs) -> str:
     """ "meanfield" if ``kl_divergence(q, p)`` is registered at every latent site, else "trace".
 
@@ -167,8 +175,7 @@ def resolve_elbo(model, guide, *args, **kwargs) -> str:
     its samples, and asks torch/Pyro's KL registry about each pair of distributions.
     The random number generators are left as they were: asking does not change a run.
     """
-    devices = [a.device for a in args if torch.is_tensor(a) and a.is_cuda][:1]
-    with torch.no_grad(), torch.random.fork_rng(devices):
+    with torch.no_grad(), forked_rng(*args):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
@@ -411,8 +418,7 @@ def fit(
     n = x_train.shape[0]
     # run the guide once so lazily built parameters (autoguides) exist before Adam sees them;
     # on forked generators, so that training draws the seed's random numbers from the first
-    devices = [x_train.device] if x_train.is_cuda else []
-    with torch.no_grad(), poutine.trace(), torch.random.fork_rng(devices):
+    with torch.no_grad(), poutine.trace(), forked_rng(x_train):
         guide(x_train[:batch_size], n=n)
     fused = elbo == "auto"
     if fused:
@@ -533,7 +539,7 @@ def fit(
                 result.seconds_per_epoch.append(seconds)
                 result.train_elbo.append(-state.total / n)
                 if x_test is not None:  # on forked generators: watching does not change a run
-                    with torch.random.fork_rng(devices):
+                    with forked_rng(x_test):
                         test = importance_estimate(model, guide, x_test, num_particles=1)
                     result.test_elbo.append(test.elbo.mean().item())
                 if progress:

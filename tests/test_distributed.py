@@ -7,7 +7,6 @@ must equal the single-process gradient of their union, and ``fit`` with
 """
 
 import json
-import socket
 
 import pyro
 import pytest
@@ -16,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pyro_vae.config import load_config
-from pyro_vae.distributed import DataParallelELBO, shard
+from pyro_vae.distributed import DataParallelELBO, _free_port, shard
 from pyro_vae.infer import fit, make_elbo
 from pyro_vae.models import build_vae
 
@@ -64,12 +63,6 @@ def _worker(rank: int, port: int, out: str) -> None:
         results[f"{name}/fit"] = parameters(model, guide)
     torch.save(results, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

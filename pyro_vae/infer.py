@@ -4,8 +4,11 @@
 :data:`ELBOS`, with ``torch.optim.Adam`` over the model's and guide's module
 parameters.  Mini-batches are index slices of the data tensor; the loss of a
 batch of B out of N is scaled by N / B through the model's data plate, so it
-estimates the full-data ELBO.  Losses stay on the device during an epoch (no
-per-step host synchronisation); the progress bar shows the running ELBO.
+estimates the full-data ELBO.  Nothing is read back to the host per step: the
+losses and the NaN/inf flags of the steps stay on the device until a check every
+``_CHECK_EVERY`` steps reads them in one synchronisation (a GPU's queue keeps
+running ahead), and a bad step is skipped inside the fused Adam kernel.  The
+progress bar shows the running ELBO.
 
 The KL term: ``elbo="auto"`` becomes ``meanfield`` (closed-form KL) when
 ``kl_divergence(q, p)`` is registered for every latent site's guide and model
@@ -158,6 +161,11 @@ def score_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
 
 # the fused computation of each estimator "auto" resolves to
 _FUSED = {"meanfield": "fused", "trace": "fused_trace"}
+
+
+# steps between the checks that read the losses (and NaN flags) to the host: one
+# synchronisation per check instead of one per step, which would stall a GPU's queue
+_CHECK_EVERY = 20
 
 
 def forked_rng(*tensors):
@@ -334,12 +342,53 @@ def _all_finite(tensors) -> bool:
     return bool(torch.isfinite(torch.stack([t.detach().sum() for t in tensors])).all())
 
 
-def _loss_and_grad_norm(loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[float, float]:
-    """(loss, total gradient norm) as floats in one host synchronisation; NaN/inf in either
-    means a bad step.  One foreach kernel for all gradients keeps the guard cheap."""
+def _tally(
+    pending: list[tuple[torch.Tensor, int]], state: _Progress, result: FitResult, n: int,
+    bad_run: int, max_bad_steps: int,
+) -> int:
+    """Add the pending steps' losses to the epoch's total and empty ``pending``, in one host
+    synchronisation for them all; the run of bad steps in a row after them (``bad_run``
+    before them), or ``max_bad_steps`` as soon as a run reaches it."""
+    values = torch.stack([row for row, _ in pending]).tolist()
+    sizes = [size for _, size in pending]
+    pending.clear()
+    for (loss, bad), size in zip(values, sizes, strict=True):
+        if bad:
+            result.skipped_steps += 1
+            bad_run += 1
+            if bad_run >= max_bad_steps:
+                break
+            continue
+        bad_run = 0
+        # loss ~ n * mean per-example -ELBO; weight by this batch's share of the epoch
+        state.total += loss * (size / n)
+        state.seen += size
+    return bad_run
+
+
+def _bad_step(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """1.0 when the loss or any gradient is NaN/inf, else 0.0: a float tensor on the loss's
+    device, computed without reading it (one foreach kernel for the gradients' norm; the
+    norm is NaN/inf when any gradient element is)."""
     norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else loss.new_zeros(())
-    loss_value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
-    return loss_value, norm_value
+    return torch.isfinite(loss.detach() + norm.to(loss.dtype)).logical_not().float()
+
+
+def _step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``bad`` (a 0-dim float tensor) is 1, decided on the device.
+
+    Fused Adam reads ``found_inf`` (the attribute ``torch.amp.GradScaler`` sets) inside its
+    kernel and leaves the parameters, moments and step count as they were; other optimizers
+    need the flag on the host.
+    """
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = bad
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bad.item():
+        optimizer.step()
 
 
 def fit(
@@ -397,8 +446,9 @@ def fit(
         continues from its position, with its optimizer and RNG states, so the end
         result equals that of one uninterrupted run on the CPU.
     max_bad_steps, max_rollbacks : int
-        A step whose loss or gradient is not finite is skipped; after
-        ``max_bad_steps`` in a row the run returns to the state at the last epoch
+        A step whose loss or gradient is not finite is skipped (its batch is dropped,
+        the parameters and optimizer state stay as they were); when the next check
+        finds ``max_bad_steps`` in a row the run returns to the state at the last epoch
         boundary with the learning rate halved, at most ``max_rollbacks`` times,
         then stops with :class:`TrainingDiverged`.
     distributed : bool
@@ -479,7 +529,9 @@ def fit(
         )
 
     last_good = snapshot()
-    bad_steps = 0
+    # the steps' (loss, bad) stay on the device until the next check reads them all at once
+    pending: list[tuple[torch.Tensor, int]] = []
+    bad_run = 0
     with _deferred_interrupt(enabled=checkpoint is not None) as interrupted:
         while state.epoch < epochs:
             epoch = state.epoch + 1
@@ -502,28 +554,22 @@ def fit(
                 loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                loss_value, grad_norm = _loss_and_grad_norm(
-                    loss, [p.grad for p in params if p.grad is not None]
-                )
-                if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-                    result.skipped_steps += 1
-                    bad_steps += 1
-                    if bad_steps >= max_bad_steps:
-                        bad_steps = 0
-                        state = _roll_back(
-                            last_good, model, guide, optimizer, result, max_rollbacks
-                        )
-                        break
-                    continue
-                bad_steps = 0
-                optimizer.step()
-                # loss ~ n * mean per-example -ELBO; weight by this batch's share of the epoch
-                state.total += loss_value * (len(idx) / n)
-                state.seen += len(idx)
+                bad = _bad_step(loss, [p.grad for p in params if p.grad is not None])
+                _step_unless(optimizer, bad)
+                pending.append((torch.stack([loss.detach().to(bad.dtype), bad]), len(idx)))
                 state.step += 1
                 state.global_step += 1
                 bar.update()
-                if progress and state.step % 20 == 1:
+                at_check = state.step % _CHECK_EVERY == 0 or state.step == len(batches)
+                if not (at_check or interrupted["set"]):
+                    continue
+                # the check: read the pending steps' losses in one host synchronisation
+                bad_run = _tally(pending, state, result, n, bad_run, max_bad_steps)
+                if bad_run >= max_bad_steps:
+                    bad_run = 0
+                    state = _roll_back(last_good, model, guide, optimizer, result, max_rollbacks)
+                    break
+                if progress and state.seen:
                     bar.set_postfix(elbo=f"{-state.total / state.seen:.2f}")
                 if interrupted["set"]:
                     state.train_seconds += time.perf_counter() - start
@@ -537,7 +583,7 @@ def fit(
                 state.examples += state.seen
                 state.train_seconds += seconds
                 result.seconds_per_epoch.append(seconds)
-                result.train_elbo.append(-state.total / n)
+                result.train_elbo.append(-state.total / state.seen if state.seen else math.nan)
                 if x_test is not None:  # on forked generators: watching does not change a run
                     with forked_rng(x_test):
                         test = importance_estimate(model, guide, x_test, num_particles=1)

@@ -1,5 +1,6 @@
 """Checkpoints that survive crashes and refuse hostile files; resume; the NaN guard; determinism."""
 
+import copy
 import json
 import os
 import pickle
@@ -19,7 +20,7 @@ from pyro_vae.cli import main
 from pyro_vae.config import load_config
 from pyro_vae.errors import UserError
 from pyro_vae.experiment import train_vae
-from pyro_vae.infer import TrainingDiverged, fit
+from pyro_vae.infer import _CHECK_EVERY, TrainingDiverged, _bad_step, _step_unless, fit
 from pyro_vae.models import build_vae
 
 TINY = [
@@ -232,3 +233,54 @@ def test_persistent_nan_rolls_back_then_stops_with_the_good_checkpoint_intact(tm
 
 def test_nan_guard_error_is_a_user_error():
     assert issubclass(TrainingDiverged, UserError)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused Adam", "foreach Adam"])
+def test_a_bad_step_leaves_parameters_and_adam_state_as_they_were(fused):
+    weights = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    optimizer = torch.optim.Adam([weights], lr=0.1, fused=fused)
+    twin = torch.nn.Parameter(weights.detach().clone())
+    reference = torch.optim.Adam([twin], lr=0.1, fused=fused)
+    for p, opt, grads in (
+        (weights, optimizer, ([1.0, 2.0, 3.0], [float("nan"), 1.0, 1.0])),
+        (twin, reference, ([1.0, 2.0, 3.0],)),
+    ):
+        for grad in grads:
+            p.grad = torch.tensor(grad)
+            _step_unless(opt, _bad_step(torch.tensor(5.0), [p.grad]))
+    # the NaN step changed nothing: one good step each, the same result
+    assert torch.equal(weights, twin)
+    assert torch.equal(optimizer.state[weights]["exp_avg"], reference.state[twin]["exp_avg"])
+    assert float(optimizer.state[weights]["step"]) == 1.0
+    assert _bad_step(torch.tensor(float("inf")), [torch.ones(2)]).item() == 1.0
+    assert _bad_step(torch.tensor(1.0), [torch.ones(2)]).item() == 0.0
+
+
+def _host_reads(monkeypatch) -> list[str]:
+    """Record every read of a tensor's value by the host (each one a GPU synchronisation)."""
+    reads = []
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
+def test_training_reads_the_device_once_per_check_not_once_per_step(monkeypatch):
+    """An epoch of 60 steps adds 60 / _CHECK_EVERY = 3 reads (the per-step NaN guard of a
+    loop that calls .item() would add 60)."""
+    model, guide = _tiny_pair()
+    x = torch.rand(960, 64).round()
+    counts = []
+    for epochs in (1, 2):
+        pyro.clear_param_store()
+        pair = [copy.deepcopy(m) for m in (model, guide)]
+        reads = _host_reads(monkeypatch)
+        fit(*pair, x, epochs=epochs, batch_size=16, elbo="auto", progress=False)
+        counts.append(len(reads))
+        monkeypatch.undo()
+    assert counts[1] - counts[0] == 60 // _CHECK_EVERY

@@ -6,8 +6,9 @@
 #      training synchronises with the host once per check, not once per step;
 #   2. benchmarks/vae_throughput.py on full-size data (60000 rows) at batch 128 and
 #      1024: every route's seconds per epoch, examples per second and ratio to plain
-#      PyTorch, torch.compile and its CUDA-graph mode included, then the test ELBO of
-#      fit vs the plain loop after 10 epochs.
+#      PyTorch (bfloat16 mixed precision, torch.compile and its CUDA-graph mode
+#      included), then the test ELBO of fit (float32, bfloat16) vs the plain loop
+#      after 10 epochs.
 #
 # Where Pyro is not installed (the workplace's GPU image), carry its wheels, made with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \

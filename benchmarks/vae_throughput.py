@@ -10,9 +10,12 @@ PyTorch).  ``fit`` routes run the package's training loop; ``loop`` routes run a
 bare loss/backward/step loop to measure one ingredient at a time.  The plain
 reference stays plain: eager, ``torch.optim.Adam`` with its defaults.
 
-Then: the test ELBO after ``--quality-epochs`` epochs of ``fit(elbo="fused")`` and
-of the plain loop from the same weights, and Pyro's own VAE example loop against
-ours (``vs_pyro_example.py``).
+``fit(precision="bfloat16")`` computes the loss under bfloat16 autocast (mixed
+precision: float32 parameters, gradients and optimizer).
+
+Then: the test ELBO after ``--quality-epochs`` epochs of ``fit(elbo="fused")`` in
+float32 and in bfloat16, and of the plain loop, from the same weights, and Pyro's
+own VAE example loop against ours (``vs_pyro_example.py``).
 
     python benchmarks/vae_throughput.py [--repeats 5] [--batch-sizes 128,1024] [--threads N]
         [--quality-epochs 10] [--quality-seeds 0,1,2] [--example-epochs 10] [--thread-sweep]
@@ -47,8 +50,10 @@ from pyro_vae.infer import fit, make_elbo
 from pyro_vae.reference import plain_optimizer, train_plain_epoch
 
 
-def fit_route(model, guide, x, batch_size, transform, elbo, setup_seconds: list):
-    """One timed ``fit`` epoch (the second of two); the first's extra time -> ``setup_seconds``."""
+def fit_route(model, guide, x, batch_size, transform, elbo, setup_seconds: list, **options):
+    """One timed ``fit`` epoch (the second of two); the first's extra time -> ``setup_seconds``.
+
+    ``options`` go to ``fit`` (``precision``)."""
 
     def epoch():
         result = fit(
@@ -60,6 +65,7 @@ def fit_route(model, guide, x, batch_size, transform, elbo, setup_seconds: list)
             elbo=elbo,
             batch_transform=transform,
             progress=False,
+            **options,
         )
         first, second = result.seconds_per_epoch
         setup_seconds.append(first - second)
@@ -105,6 +111,18 @@ def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, de
         name = f"fit, elbo={elbo}"
         setups[name] = []
         routes[name] = fit_route(model, guide, x_train, batch_size, transform, elbo, setups[name])
+    name = "fit, elbo=fused, precision=bfloat16"
+    setups[name] = []
+    routes[name] = fit_route(
+        copy.deepcopy(model0),
+        copy.deepcopy(guide0),
+        x_train,
+        batch_size,
+        transform,
+        "fused",
+        setups[name],
+        precision="bfloat16",
+    )
 
     def loop(elbo_name, particles=1, fused_adam=False, patches=(), compiled=None):
         model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
@@ -227,11 +245,12 @@ def thread_sweep(args, data, batch_size: int = 128) -> None:
 
 
 def quality(args) -> None:
-    """Test ELBO after the same epochs, fit(elbo="fused") vs the plain loop, from the same weights.
+    """Test ELBO after the same epochs: fit(elbo="fused") in float32 and in bfloat16, and
+    the plain loop, from the same weights.
 
-    One row per seed (the seed fixes the initial weights and the random numbers, which both
-    loops draw in the same order: shuffle, binarization, noise u), and the mean difference;
-    what is left is floating-point round-off (summed vs mean loss, fused vs foreach Adam).
+    One row per seed (the seed fixes the initial weights and the random numbers, which the
+    loops draw in the same order: shuffle, binarization, noise u), and the mean differences;
+    float32's is floating-point round-off (summed vs mean loss, fused vs foreach Adam).
     """
     rows = []
     for seed in (int(s) for s in args.quality_seeds.split(",")):
@@ -240,49 +259,56 @@ def quality(args) -> None:
         )
         model0, guide0 = copy.deepcopy(model), copy.deepcopy(guide)
         t = config.train
-        result = fit(
-            model,
-            guide,
-            x_train,
-            epochs=args.quality_epochs,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            elbo="fused",
-            seed=seed,
-            batch_transform=transform,
-            progress=False,
-        )
+        row = {"seed": seed}
+        for precision in ("float32", "bfloat16"):
+            trained = copy.deepcopy(model0), copy.deepcopy(guide0)
+            result = fit(
+                *trained,
+                x_train,
+                epochs=args.quality_epochs,
+                batch_size=t.batch_size,
+                lr=t.lr,
+                elbo="fused",
+                seed=seed,
+                batch_transform=transform,
+                progress=False,
+                precision=precision,
+            )
+            seconds = statistics.mean(result.seconds_per_epoch)
+            row[precision] = (test_elbo(*trained, x_test), seconds)
         pyro.set_rng_seed(seed)
         optimizer = plain_optimizer(encoder, decoder, t.lr)
         plain_s = [
             train_plain_epoch(encoder, decoder, optimizer, x_train, t.batch_size, transform)
             for _ in range(args.quality_epochs)
         ]
-        rows.append(
-            (
-                seed,
-                test_elbo(model, guide, x_test),
-                plain_test_elbo(model0, guide0, encoder, decoder, x_test),
-                statistics.mean(result.seconds_per_epoch),
-                statistics.mean(plain_s),
-            )
+        row["plain"] = (
+            plain_test_elbo(model0, guide0, encoder, decoder, x_test),
+            statistics.mean(plain_s),
         )
+        rows.append(row)
     print(
         f"\ntest ELBO after {args.quality_epochs} epochs (batch {t.batch_size}, 1000 binarized "
         f"test images, 100 particles each, nats per example)"
     )
-    print("| seed | fit, elbo=fused | plain PyTorch | fused - plain | s/epoch fused / plain |")
-    print("|---|---|---|---|---|")
-    for seed, fused, plain, fused_s, plain_s in rows:
-        print(
-            f"| {seed} | {fused:.3f} | {plain:.3f} | {fused - plain:+.3f} | "
-            f"{fused_s:.3f} / {plain_s:.3f} |"
-        )
-    mean = statistics.mean(fused - plain for _, fused, plain, _, _ in rows)
     print(
-        f"mean difference (fused - plain) = {mean:+.3f} nats over {len(rows)} seeds "
-        f"(target within 0.5)"
+        "| seed | fit, elbo=fused | plain PyTorch | fused - plain | fused, bfloat16 | "
+        "bfloat16 - plain | s/epoch fused / bfloat16 / plain |\n|---|---|---|---|---|---|---|"
     )
+    for row in rows:
+        (full, full_s), (half, half_s), (plain, plain_s) = (
+            row[k] for k in ("float32", "bfloat16", "plain")
+        )
+        print(
+            f"| {row['seed']} | {full:.3f} | {plain:.3f} | {full - plain:+.3f} | {half:.3f} | "
+            f"{half - plain:+.3f} | {full_s:.3f} / {half_s:.3f} / {plain_s:.3f} |"
+        )
+    for precision in ("float32", "bfloat16"):
+        mean = statistics.mean(row[precision][0] - row["plain"][0] for row in rows)
+        print(
+            f"mean difference (fused {precision} - plain) = {mean:+.3f} nats over {len(rows)} "
+            f"seeds (target within 0.5)"
+        )
 
 
 def main() -> None:

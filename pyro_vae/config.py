@@ -166,6 +166,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
+    precision: str = "float32"  # "bfloat16": the training loss under torch.autocast
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -175,6 +176,7 @@ class TrainConfig:
         if self.seed < 0:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
         _choice("train.device", self.device, ("cpu", "cuda"))
+        _choice("train.precision", self.precision, ("float32", "bfloat16"))
 
 
 @dataclass

@@ -195,6 +195,7 @@ def train_vae(
         resume=resume,
         checkpoint_extra=checkpoint_extra,
         distributed=distributed,
+        precision=t.precision,
     )
     if not lead:
         return {}

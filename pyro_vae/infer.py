@@ -163,6 +163,9 @@ def score_elbo(num_particles: int = 1) -> pyro.infer.ELBO:
 _FUSED = {"meanfield": "fused", "trace": "fused_trace"}
 
 
+# fit's precision -> the dtype torch.autocast computes the training loss in
+_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
 # steps between the checks that read the losses (and NaN flags) to the host: one
 # synchronisation per check instead of one per step, which would stall a GPU's queue
 _CHECK_EVERY = 20
@@ -414,6 +417,7 @@ def fit(
     max_bad_steps: int = 10,
     max_rollbacks: int = 3,
     distributed: bool = False,
+    precision: str = "float32",
 ) -> FitResult:
     """Train ``model`` and ``guide`` by SVI on ``x_train`` (N, D).
 
@@ -454,6 +458,11 @@ def fit(
     distributed : bool
         This process is one of a ``torch.distributed`` group and ``x_train`` its shard:
         the gradients are summed over the processes (:mod:`pyro_vae.distributed`).
+    precision : {"float32", "bfloat16"}
+        "bfloat16" computes the training loss under ``torch.autocast`` (matrix products
+        in bfloat16, reductions and log-densities in float32; parameters, gradients,
+        Adam and the test ELBO stay float32).  Faster where the hardware multiplies
+        bfloat16 natively (recent GPUs, CPUs with AVX512-BF16 or AMX).
 
     Returns
     -------
@@ -464,6 +473,8 @@ def fit(
     TrainingInterrupted
         On Ctrl-C (SIGINT) when ``checkpoint`` is given, after saving it.
     """
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, not {precision!r}")
     pyro.set_rng_seed(seed)
     n = x_train.shape[0]
     # run the guide once so lazily built parameters (autoguides) exist before Adam sees them;
@@ -489,6 +500,9 @@ def fit(
         from .distributed import DataParallelELBO  # torch.distributed only when asked for
 
         loss_fn = DataParallelELBO(loss_fn, model, guide)
+    autocast = torch.autocast(
+        x_train.device.type, dtype=_PRECISIONS[precision], enabled=precision != "float32"
+    )
     latent_scale = _ScaleLatents()
     scaled_model, scaled_guide = latent_scale(model), latent_scale(guide)
     warmup_steps = kl_warmup_epochs * -(-n // batch_size)
@@ -551,7 +565,8 @@ def fit(
                 x = x_train[idx] if batch_transform is None else batch_transform(x_train[idx])
                 warm = min(1.0, (state.global_step + 1) / warmup_steps) if warmup_steps else 1.0
                 latent_scale.weight = kl_weight * warm
-                loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
+                with autocast:
+                    loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 bad = _bad_step(loss, [p.grad for p in params if p.grad is not None])

@@ -46,6 +46,7 @@ BAD_INPUTS = [
     (["train", "--set", "model.hidden=[-4]"], "model.hidden must be a positive integer"),
     (["train", "--set", "trainepochs=3"], "--set expects section.key=value"),
     (["train", "--set", "prior.name='nope'"], "prior.name = 'nope' is not valid"),
+    (["train", "--set", "train.precision='half'"], "train.precision = 'half' is not valid"),
     (["train", "--config", "missing.toml"], "config file missing.toml does not exist"),
     (["train", "--config", "bad.toml"], "is not valid TOML"),
     (["train", "--config", "unknown_section.toml"], "unknown config section 'trian'"),

@@ -284,3 +284,21 @@ def test_training_reads_the_device_once_per_check_not_once_per_step(monkeypatch)
         counts.append(len(reads))
         monkeypatch.undo()
     assert counts[1] - counts[0] == 60 // _CHECK_EVERY
+
+
+def test_bfloat16_precision_changes_the_arithmetic_not_the_objective():
+    model, guide = _tiny_pair()
+    x = torch.rand(256, 64).round()
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        pair = [copy.deepcopy(m) for m in (model, guide)]
+        runs[precision] = fit(*pair, x, epochs=2, batch_size=64, precision=precision,
+                              elbo="auto", progress=False), pair
+    (full, _), (half, half_pair) = runs["float32"], runs["bfloat16"]
+    # the loss ran in bfloat16 (not bit for bit the float32 run) yet estimates the same ELBO
+    assert full.train_elbo != half.train_elbo
+    torch.testing.assert_close(torch.tensor(half.train_elbo), torch.tensor(full.train_elbo),
+                               rtol=5e-3, atol=0.0)
+    assert all(p.dtype == torch.float32 for m in half_pair for p in m.parameters())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fit(model, guide, x, epochs=1, precision="float16", progress=False)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from scipy import integrate
@@ -95,6 +96,21 @@ def test_gradient_at_the_mode_is_the_limit():
     assert grads[0].item() == pytest.approx(-1 / (0.5 * log_ratio) + 1 / 1.5, rel=1e-12)
     assert grads[1].item() == pytest.approx(1 / (2.0 * log_ratio) - 1 / 1.5, rel=1e-12)
     assert grads[2].item() == 0.0
+
+
+
+def test_a_collapsed_interval_gives_the_normal_at_z_equal_a_with_finite_gradients():
+    # b - a underflowed to 0: the closed form is 0 / 0, its limit N(x; mu, a); no warning
+    x = torch.tensor([-1.0, 0.2, 0.7, 3.0], dtype=torch.float64)
+    a = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    mu = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    log_p = UniformScaleMarginal(a, a.detach().clone(), mu, validate_args=False).log_prob(x)
+    torch.testing.assert_close(log_p, dist.Normal(mu, a).log_prob(x), rtol=1e-15, atol=0)
+    grads = torch.autograd.grad(log_p.sum(), (a, mu))
+    assert all(torch.isfinite(g) for g in grads)
+    # and the closed form tends to it: b = a (1 + 1e-7)
+    near = UniformScaleMarginal(a, a * (1 + 1e-7), mu).log_prob(x)
+    torch.testing.assert_close(near, log_p, rtol=1e-6, atol=0)
 
 
 def test_samples_have_the_model_moments():

@@ -166,8 +166,14 @@ class UniformScaleMarginal(dist.TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
+        # where b - a has underflowed to 0 (NUTS warm-up can get there) the closed form is
+        # 0 / 0; its limit is the Normal at z = a.  The closed form gets a stand-in b there so
+        # that neither branch of the where (nor its gradient) holds a NaN.
+        point = self.b <= self.a
+        b = torch.where(point, 2.0 * self.a, self.b)
         c = 0.5 * (value - self.mu) ** 2
-        return log_e1_difference(c, self.a, self.b) - _LOG_2_SQRT_2PI - torch.log(self.b - self.a)
+        spread = log_e1_difference(c, self.a, b) - _LOG_2_SQRT_2PI - torch.log(b - self.a)
+        return torch.where(point, dist.Normal(self.mu, self.a).log_prob(value), spread)
 
 
 def log_marginal_quadrature(x, a: float, b: float, mu: float) -> np.ndarray:

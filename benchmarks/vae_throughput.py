@@ -50,10 +50,12 @@ from pyro_vae.infer import fit, make_elbo
 from pyro_vae.reference import plain_optimizer, train_plain_epoch
 
 
-def fit_route(model, guide, x, batch_size, transform, elbo, setup_seconds: list, **options):
-    """One timed ``fit`` epoch (the second of two); the first's extra time -> ``setup_seconds``.
+def fit_route(model0, guide0, x, batch_size, transform, elbo, setup_seconds: list, **options):
+    """One timed ``fit`` epoch (the second of two) of copies of ``model0`` and ``guide0``
+    (trained on from turn to turn); the first epoch's extra time -> ``setup_seconds``.
 
     ``options`` go to ``fit`` (``precision``)."""
+    model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
 
     def epoch():
         result = fit(
@@ -105,24 +107,13 @@ def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, de
             encoder, decoder, plain_opt, x_train, batch_size, transform
         )
     }
-    setups = {}
-    for elbo in ("trace", "meanfield", "fused_trace", "fused"):
-        model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
-        name = f"fit, elbo={elbo}"
-        setups[name] = []
-        routes[name] = fit_route(model, guide, x_train, batch_size, transform, elbo, setups[name])
-    name = "fit, elbo=fused, precision=bfloat16"
-    setups[name] = []
-    routes[name] = fit_route(
-        copy.deepcopy(model0),
-        copy.deepcopy(guide0),
-        x_train,
-        batch_size,
-        transform,
-        "fused",
-        setups[name],
-        precision="bfloat16",
-    )
+    fits = {f"fit, elbo={e}": (e, {}) for e in ("trace", "meanfield", "fused_trace", "fused")}
+    fits["fit, elbo=fused, precision=bfloat16"] = ("fused", {"precision": "bfloat16"})
+    setups = {name: [] for name in fits}
+    for name, (elbo, options) in fits.items():
+        routes[name] = fit_route(
+            model0, guide0, x_train, batch_size, transform, elbo, setups[name], **options
+        )
 
     def loop(elbo_name, particles=1, fused_adam=False, patches=(), compiled=None):
         model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
@@ -211,15 +202,7 @@ def thread_sweep(args, data, batch_size: int = 128) -> None:
     for threads in sorted({1, os.cpu_count() or 1}):
         plain_encoder, plain_decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
         optimizer = plain_optimizer(plain_encoder, plain_decoder, config.train.lr)
-        fused = fit_route(
-            copy.deepcopy(model0),
-            copy.deepcopy(guide0),
-            x_train,
-            batch_size,
-            transform,
-            "fused",
-            [],
-        )
+        fused = fit_route(model0, guide0, x_train, batch_size, transform, "fused", [])
 
         def plain(e=plain_encoder, d=plain_decoder, o=optimizer):
             return train_plain_epoch(e, d, o, x_train, batch_size, transform)

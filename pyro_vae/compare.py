@@ -110,7 +110,7 @@ def compare_vae(args: argparse.Namespace, names: list[str],
                                      image_shape=data.image_shape)
             result = fit(model, guide, x_train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                          elbo=name, num_particles=args.particles, seed=seed,
-                         batch_transform=transform, progress=False)
+                         batch_transform=transform, progress=False, precision=t.precision)
             pyro.set_rng_seed(seed)
             estimate = importance_estimate(model, guide, x_test, args.eval_particles)
             batch = x_train[: t.batch_size] if transform is None else transform(

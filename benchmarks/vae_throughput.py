@@ -98,20 +98,23 @@ def loop_route(loss, params, x, batch_size, transform, fused_adam=False, patches
     return epoch
 
 
-class _IgnoreJitDeprecation(contextlib.AbstractContextManager):
-    """Re-enterable: hides torch's "torch.jit.trace is deprecated" notice, which Pyro's JIT
-    ELBOs raise on every call, so that the route's epochs run warning-free."""
+class _JitEpoch(contextlib.AbstractContextManager):
+    """Entered for each epoch of the JIT route (re-enterable): a param store of its own (the
+    traced function takes the store's entries as its inputs, and the other routes' copies of
+    the networks register theirs under the same names), and torch's "torch.jit.trace is
+    deprecated" notice, which Pyro's JIT ELBOs raise on every call, hidden."""
+
+    def __init__(self):
+        self._state = {"params": {}, "constraints": {}}
 
     def __enter__(self):
-        self._caught = warnings.catch_warnings()
-        self._caught.__enter__()
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(pyro.get_param_store().scope(self._state))
+        self._stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated")
 
     def __exit__(self, *exc):
-        return self._caught.__exit__(*exc)
-
-
-_JIT_DEPRECATION_IGNORED = _IgnoreJitDeprecation()
+        return self._stack.__exit__(*exc)
 
 
 def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, decoder, lr):
@@ -148,7 +151,7 @@ def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, de
     # for an attribute it never sets), which would measure torch.jit.trace, not the ELBO
     jit = pyro.infer.JitTrace_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)
     routes["loop: JitTrace_ELBO (torch.jit.trace), torch Adam"] = loop(
-        jit, patches=(_JIT_DEPRECATION_IGNORED,)
+        jit, patches=(_JitEpoch(),)
     )
     routes["loop: fused, torch Adam"] = loop("fused")
     routes["loop: fused, fused Adam"] = loop("fused", fused_adam=True)

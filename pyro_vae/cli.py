@@ -36,7 +36,7 @@ from .experiment import (
     train_vae,
     write_metrics,
 )
-from .infer import ELBOS, TrainingInterrupted
+from .infer import ELBOS, PRECISIONS, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("cpu", "cuda"))
     train.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
     train.add_argument("--out", type=Path, default=Path("runs/train"))

@@ -175,8 +175,10 @@ class TrainConfig:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
         if self.seed < 0:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
+        from .infer import PRECISIONS
+
         _choice("train.device", self.device, ("cpu", "cuda"))
-        _choice("train.precision", self.precision, ("float32", "bfloat16"))
+        _choice("train.precision", self.precision, tuple(PRECISIONS))
 
 
 @dataclass

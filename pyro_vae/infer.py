@@ -53,6 +53,7 @@ __all__ = [
     "ELBOS",
     "FitResult",
     "FreeBitsELBO",
+    "PRECISIONS",
     "TrainingDiverged",
     "TrainingInterrupted",
     "fit",
@@ -164,7 +165,7 @@ _FUSED = {"meanfield": "fused", "trace": "fused_trace"}
 
 
 # fit's precision -> the dtype torch.autocast computes the training loss in
-_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # steps between the checks that read the losses (and NaN flags) to the host: one
 # synchronisation per check instead of one per step, which would stall a GPU's queue
@@ -473,8 +474,8 @@ def fit(
     TrainingInterrupted
         On Ctrl-C (SIGINT) when ``checkpoint`` is given, after saving it.
     """
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, not {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
     pyro.set_rng_seed(seed)
     n = x_train.shape[0]
     # run the guide once so lazily built parameters (autoguides) exist before Adam sees them;
@@ -501,7 +502,7 @@ def fit(
 
         loss_fn = DataParallelELBO(loss_fn, model, guide)
     autocast = torch.autocast(
-        x_train.device.type, dtype=_PRECISIONS[precision], enabled=precision != "float32"
+        x_train.device.type, dtype=PRECISIONS[precision], enabled=precision != "float32"
     )
     latent_scale = _ScaleLatents()
     scaled_model, scaled_guide = latent_scale(model), latent_scale(guide)

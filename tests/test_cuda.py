@@ -3,15 +3,14 @@
 Skipped without a GPU (CI has none); ``benchmarks/gpu_check.sh`` runs this file on one.
 """
 
-import copy
 import warnings
 
-import pyro
 import pytest
 import torch
 from test_fused import N, assert_same, binary_batch, loss_and_grads, tiny_pair
+from test_reliability import reads_added_by_one_epoch
 
-from pyro_vae.infer import _CHECK_EVERY, fit, make_elbo
+from pyro_vae.infer import _CHECK_EVERY, make_elbo
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -26,28 +25,17 @@ def test_fused_elbo_equals_pyro_on_cuda(name, plain):
     assert_same(fused, reference)
 
 
-def _synchronisations(fit_call) -> int:
-    """How many times ``fit_call()`` made the host wait for the GPU."""
+def _synchronisations(train) -> int:
+    """How many times ``train()`` made the host wait for the GPU."""
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit_call()
+            train()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
 
 
 def test_training_on_cuda_synchronises_once_per_check_not_once_per_step():
-    model, guide = (m.cuda() for m in tiny_pair())
-    x = torch.bernoulli(torch.full((960, 12), 0.4, device="cuda"))
-    counts = []
-    for epochs in (1, 2):  # 60 steps per epoch
-        pyro.clear_param_store()
-        pair = [copy.deepcopy(m) for m in (model, guide)]
-        counts.append(_synchronisations(
-            lambda pair=pair, epochs=epochs: fit(
-                *pair, x, epochs=epochs, batch_size=16, elbo="auto", progress=False
-            )
-        ))
-    assert counts[1] - counts[0] == 60 // _CHECK_EVERY
+    assert reads_added_by_one_epoch(_synchronisations, device="cuda") == 60 // _CHECK_EVERY

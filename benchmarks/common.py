@@ -7,10 +7,10 @@ import statistics
 
 import pyro
 
+from pyro_vae.build import build_vae
 from pyro_vae.config import load_config
 from pyro_vae.data import binarize, load_dataset
-from pyro_vae.evaluate import importance_estimate
-from pyro_vae.models import build_vae
+from pyro_vae.elbos import importance_estimate
 
 
 def setup(overrides=(), device="cpu", seed=0):

@@ -15,9 +15,9 @@ import time
 import pyro
 from common import setup
 
-from pyro_vae.evaluate import importance_estimate
-from pyro_vae.infer import fit
-from pyro_vae.reference import plain_optimizer, train_plain_epoch
+from pyro_vae.elbos import importance_estimate
+from pyro_vae.lecture.plain_vae import plain_optimizer, train_plain_epoch
+from pyro_vae.train import fit
 
 
 def main() -> None:

@@ -46,8 +46,9 @@ from common import median_seconds, plain_test_elbo, setup, test_elbo
 from vs_pyro_example import compare_threads
 
 from pyro_vae.data import minibatch_indices
-from pyro_vae.infer import fit, make_elbo
-from pyro_vae.reference import plain_optimizer, train_plain_epoch
+from pyro_vae.elbos import make_elbo
+from pyro_vae.lecture.plain_vae import plain_optimizer, train_plain_epoch
+from pyro_vae.train import fit
 
 
 def fit_route(model0, guide0, x, batch_size, transform, elbo, setup_seconds: list, **options):

@@ -29,7 +29,7 @@ from common import setup, test_elbo
 from PIL import Image
 from torch import nn
 
-from pyro_vae.infer import fit
+from pyro_vae.train import fit
 
 EXAMPLE_BATCH = 256
 

@@ -41,8 +41,8 @@ import torch  # noqa: E402
 
 from pyro_vae.config import load_config  # noqa: E402
 from pyro_vae.data import load_dataset  # noqa: E402
-from pyro_vae.experiment import restore_vae, train_vae  # noqa: E402
-from pyro_vae.plots import image_grid  # noqa: E402
+from pyro_vae.experiments.vae import restore_vae, train_vae  # noqa: E402
+from pyro_vae.plots.common import image_grid  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 # label -> (config file, extra overrides)

@@ -36,8 +36,8 @@ import torch  # noqa: E402
 
 from pyro_vae import load_config, load_dataset, restore_vae, train_vae  # noqa: E402
 from pyro_vae.data import binarize_test_set, fixed_binarization  # noqa: E402
-from pyro_vae.mixture_fit import fit_gmm, sample_mixture  # noqa: E402
-from pyro_vae.plots import _save, image_grid  # noqa: E402
+from pyro_vae.inference.gmm import fit_gmm, sample_mixture  # noqa: E402
+from pyro_vae.plots.common import image_grid, save_figure  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "gmm_vs_vae.png"
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{values[3]:.1f} after {args.epochs} epochs",
         fontsize=11,
     )
-    results["figure"] = str(_save(fig, args.figure))
+    results["figure"] = str(save_figure(fig, args.figure))
     print(json.dumps(results, indent=2))
 
 

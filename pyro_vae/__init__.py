@@ -1,16 +1,17 @@
 """pyro-vae: latent-variable generative models in Pyro, trained and compared honestly."""
 
+from .build import build_vae
 from .config import RunConfig, load_config
 from .data import Dataset, load_dataset
+from .elbos import ELBOS, importance_estimate, log_importance_weights
 from .errors import UserError
-from .evaluate import importance_estimate, log_importance_weights
-from .experiment import restore_vae, train_vae
+from .experiments.vae import restore_vae, train_vae
 from .guides import GUIDES
-from .infer import ELBOS, FitResult, fit
 from .likelihoods import LIKELIHOODS
-from .models import VAE, build_vae
+from .models import VAE
 from .priors import PRIORS
 from .registry import Registry
+from .train import FitResult, fit
 
 __all__ = [
     "ELBOS",

@@ -17,7 +17,14 @@ from typing import Any
 
 import tomllib
 
+from .data import BINARIZE_MODES, DATASETS
+from .elbos import ELBOS
 from .errors import UserError
+from .guides import GUIDES
+from .likelihoods import LIKELIHOODS, MIN_GAUSSIAN_SCALE
+from .nets import ACTIVATIONS, NETWORKS
+from .priors import PRIORS
+from .train import PRECISIONS
 
 __all__ = [
     "DataConfig",
@@ -45,8 +52,6 @@ class DataConfig:
     test_size: int | None = None
 
     def validate(self) -> None:
-        from .data import BINARIZE_MODES, DATASETS
-
         _choice("data.binarize", self.binarize, BINARIZE_MODES)
         if self.path is None:
             _choice("data.dataset", self.dataset, DATASETS.names())
@@ -64,8 +69,6 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64])  # network "conv" only
 
     def validate(self) -> None:
-        from .nets import ACTIVATIONS, NETWORKS
-
         _positive("model.latent_dim", self.latent_dim)
         for size in self.hidden:
             _positive("model.hidden", size)
@@ -84,8 +87,6 @@ class PriorConfig:
     df: float = 3.0
 
     def validate(self) -> None:
-        from .priors import PRIORS
-
         _choice("prior.name", self.name, PRIORS.names())
         _positive("prior.components", self.components)
         _greater("prior.df", self.df, 0.0)
@@ -101,8 +102,6 @@ class LikelihoodConfig:
     epsilon: float = 1.0 / 510.0
 
     def validate(self) -> None:
-        from .likelihoods import LIKELIHOODS, MIN_GAUSSIAN_SCALE
-
         _choice("likelihood.name", self.name, LIKELIHOODS.names())
         _greater("likelihood.scale", self.scale, MIN_GAUSSIAN_SCALE)
         _greater("likelihood.epsilon", self.epsilon, 0.0)
@@ -119,8 +118,6 @@ class GuideConfig:
     flow_hidden: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
-        from .guides import GUIDES
-
         _choice("guide.name", self.name, GUIDES.names())
         _positive("guide.flows", self.flows)
         for size in self.flow_hidden:
@@ -146,8 +143,6 @@ class InferenceConfig:
     kl_weight: float = 1.0
 
     def validate(self) -> None:
-        from .infer import ELBOS
-
         _choice("inference.elbo", self.elbo, ELBOS.names())
         _positive("inference.num_particles", self.num_particles)
         _positive("inference.eval_particles", self.eval_particles)
@@ -175,8 +170,6 @@ class TrainConfig:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
         if self.seed < 0:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
-        from .infer import PRECISIONS
-
         _choice("train.device", self.device, ("cpu", "cuda"))
         _choice("train.precision", self.precision, tuple(PRECISIONS))
 

@@ -26,6 +26,7 @@ __all__ = [
     "load_dataset",
     "load_array_file",
     "load_evaluation_array",
+    "read_numpy",
     "stratified_split",
     "binarize",
     "fixed_binarization",
@@ -174,7 +175,7 @@ def _check_features(array: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def _read_numpy(path: Path):
+def read_numpy(path: Path):
     """``np.load`` of a user's .npy/.npz without pickles; ``UserError`` for anything wrong."""
     if not path.is_file():
         raise UserError(f"data file {path} does not exist")
@@ -192,7 +193,7 @@ def load_array_file(path: str | Path, test_fraction: float = 0.2) -> Dataset:
     A plain array is split into train and test by a seeded shuffle (``test_fraction``).
     """
     path = Path(path)
-    loaded = _read_numpy(path)
+    loaded = read_numpy(path)
     labels = {"y_train": None, "y_test": None}
     if isinstance(loaded, np.ndarray):
         x = _check_features(loaded, str(path))
@@ -224,7 +225,7 @@ def load_evaluation_array(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if path.suffix == ".npz":
         return load_array_file(path).x_test
-    array = _read_numpy(path)
+    array = read_numpy(path)
     return torch.as_tensor(_check_features(array, str(path)), dtype=torch.float32)
 
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_vae.bounds import IWAEBound, RenyiBound
-from pyro_vae.infer import ELBOS, fit, make_elbo
-from pyro_vae.toy import single_thread
+from pyro_vae.elbos import ELBOS, IWAEBound, RenyiBound, make_elbo
+from pyro_vae.rng import single_thread
+from pyro_vae.train import fit
 
 M0, S0, SX = 1.0, 1.5, 0.8
 V = 1.0 / (1.0 / S0**2 + 1.0 / SX**2)

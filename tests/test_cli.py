@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.cli import main
+from pyro_vae.train.checkpoint import load_checkpoint
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--latent-dim", "2", "--set", "model.hidden=[32]",
         "--eval-particles", "20", "--quiet"]

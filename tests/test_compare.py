@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
+from pyro_vae.arviz import az
 from pyro_vae.cli import main
-from pyro_vae.workflow import az
 
 TINY_VAE = ["--set", "data.train_size=200", "--set", "data.test_size=40",
             "--set", "model.hidden=[16]", "--set", "model.latent_dim=2",

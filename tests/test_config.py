@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_vae.build import build_vae
 from pyro_vae.cli import main
 from pyro_vae.config import RunConfig, dump_toml, load_config
-from pyro_vae.infer import fit
-from pyro_vae.models import build_vae
+from pyro_vae.train import fit
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "configs").glob("*.toml"))
 # small data, so that a value wrongly accepted costs seconds, not a training run
@@ -116,7 +116,7 @@ def test_example_config_builds_and_takes_one_svi_step(path):
 @pytest.fixture
 def loaded_once(mnist5k, monkeypatch):
     """Reuse the session's mnist5k instead of reading it again for every config."""
-    import pyro_vae.experiment as experiment
+    import pyro_vae.experiments.vae as experiment
 
     original = experiment.load_dataset
 

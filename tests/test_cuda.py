@@ -10,7 +10,8 @@ import torch
 from test_fused import N, assert_same, binary_batch, loss_and_grads, tiny_pair
 from test_reliability import reads_added_by_one_epoch
 
-from pyro_vae.infer import _CHECK_EVERY, make_elbo
+from pyro_vae.elbos import make_elbo
+from pyro_vae.train import CHECK_EVERY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -38,4 +39,4 @@ def _synchronisations(train) -> int:
 
 
 def test_training_on_cuda_synchronises_once_per_check_not_once_per_step():
-    assert reads_added_by_one_epoch(_synchronisations, device="cuda") == 60 // _CHECK_EVERY
+    assert reads_added_by_one_epoch(_synchronisations, device="cuda") == 60 // CHECK_EVERY

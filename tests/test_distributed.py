@@ -14,10 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pyro_vae.build import build_vae
 from pyro_vae.config import load_config
-from pyro_vae.distributed import DataParallelELBO, _free_port, shard
-from pyro_vae.infer import fit, make_elbo
-from pyro_vae.models import build_vae
+from pyro_vae.elbos import make_elbo
+from pyro_vae.train import fit
+from pyro_vae.train.distributed import DataParallelELBO, free_port, shard
 
 WORLD, N, D, BATCH, SEED, EPOCHS = 2, 16, 12, 3, 0, 3
 ELBO_NAMES = ("trace", "fused")
@@ -68,7 +69,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 
@@ -109,8 +110,8 @@ TINY_RUN = ["--set", 'guide.name="delta"', "--set", 'data.binarize="static"',
 def test_train_distributed_command_equals_single_process_run(tmp_path, capsys):
     """``pyro-vae train --distributed 2`` starts two processes; rank 0 writes the run, whose
     trained parameters are those of one process with the combined (here: whole) batch."""
-    from pyro_vae.checkpoint import load_checkpoint
     from pyro_vae.cli import main
+    from pyro_vae.train.checkpoint import load_checkpoint
 
     assert main(["train", "--distributed", "2", "--out", str(tmp_path / "ddp"), "--json",
                  *TINY_RUN]) == 0

@@ -15,13 +15,14 @@ import pytest
 import torch
 from pyro import poutine
 
+from pyro_vae.build import build_vae
 from pyro_vae.config import load_config
-from pyro_vae.fused import FusedELBO
+from pyro_vae.elbos import ELBOS, make_elbo
+from pyro_vae.elbos.fused import FusedELBO
 from pyro_vae.guides import GUIDES
-from pyro_vae.infer import ELBOS, fit, make_elbo
 from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.models import build_vae
 from pyro_vae.priors import PRIORS
+from pyro_vae.train import fit
 
 D, LATENT, N, B = 12, 3, 40, 10
 COMBOS = list(itertools.product(PRIORS.names(), LIKELIHOODS.names(), GUIDES.names()))

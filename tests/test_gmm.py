@@ -12,8 +12,8 @@ from pyro.infer.autoguide import AutoDelta, init_to_value
 from scipy import stats
 from sklearn.mixture import GaussianMixture
 
-from pyro_vae import mixture_fit
-from pyro_vae.mixture_fit import (
+from pyro_vae.inference import gmm as mixture_fit
+from pyro_vae.inference.gmm import (
     build_model,
     component_log_density,
     em,
@@ -225,7 +225,7 @@ def test_closed_form_nuts_potential_is_the_traced_models():
     """Same seed, same start: NUTS on the Pyro model and on the closed-form potential agree."""
     from pyro.infer import MCMC, NUTS
 
-    from pyro_vae.mixture_fit import _unconstrained_potential
+    from pyro_vae.inference.gmm import _unconstrained_potential
 
     truth, x, _ = _simulate(2, 2, 100, full=False, separation=5.0, seed=2)
     model = build_model(x, 2, "diag")

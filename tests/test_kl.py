@@ -15,10 +15,10 @@ from pyro import poutine
 from scipy.integrate import quad
 from torch.distributions import kl_divergence
 
+from pyro_vae.build import build_vae
 from pyro_vae.config import load_config
-from pyro_vae.evaluate import importance_estimate
-from pyro_vae.experiment import TrainedVAE, evaluate_vae
-from pyro_vae.infer import FreeBitsELBO, _ScaleLatents, fit, make_elbo, resolve_elbo
+from pyro_vae.elbos import FreeBitsELBO, ScaleLatents, importance_estimate, make_elbo, resolve_elbo
+from pyro_vae.experiments.vae import TrainedVAE, evaluate_vae
 from pyro_vae.likelihoods import (
     BETA_EPSILON,
     MIN_GAUSSIAN_SCALE,
@@ -26,8 +26,8 @@ from pyro_vae.likelihoods import (
     ContinuousBernoulli,
     GaussianLikelihood,
 )
-from pyro_vae.models import build_vae
 from pyro_vae.priors import MixturePrior, VampPrior
+from pyro_vae.train import fit
 
 D, LATENT = 64, 3
 
@@ -74,7 +74,7 @@ def test_kl_weight_scales_only_the_latent_term(x):
     """With beta = 0 the meanfield loss is -log p(x|z) alone; beta = 1 adds the full KL."""
     model, guide = pair()
     elbo = make_elbo("meanfield")
-    weight = _ScaleLatents(0.0)
+    weight = ScaleLatents(0.0)
     pyro.set_rng_seed(1)
     recon_only = elbo.loss(weight(model), weight(guide), x)
     pyro.set_rng_seed(1)

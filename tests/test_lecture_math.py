@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from pyro_vae.gaussian_mle import gaussian_mle, gaussian_mle_adam, gaussian_mle_autodelta
-from pyro_vae.gradients import ScoreFunctionMessenger, compare_gradient_estimators
+from pyro_vae.elbos import ScoreFunctionMessenger
 from pyro_vae.guides.uniform_scale import LocalUniformScaleGuide
-from pyro_vae.kl import kl_diag_normal, kl_monte_carlo, kl_normal, monte_carlo_error
+from pyro_vae.lecture.gaussian_mle import gaussian_mle, gaussian_mle_adam, gaussian_mle_autodelta
+from pyro_vae.lecture.gradients import compare_gradient_estimators
+from pyro_vae.lecture.kl import kl_diag_normal, kl_monte_carlo, kl_normal, monte_carlo_error
 from pyro_vae.models.uniform_scale import UniformScale
-from pyro_vae.toy import single_thread
+from pyro_vae.rng import single_thread
 
 
 @pytest.fixture(autouse=True)

@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
+from pyro_vae.build import build_vae
 from pyro_vae.cli import main
 from pyro_vae.config import load_config
 from pyro_vae.guides import GUIDES
-from pyro_vae.infer import fit
 from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.models import build_vae
 from pyro_vae.nets import NETWORKS
 from pyro_vae.priors import PRIORS, LocationScalePrior
+from pyro_vae.train import fit
 
 
 # adding a prior: one function and one @register line, no model or training code

@@ -15,13 +15,14 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.build import build_vae
 from pyro_vae.cli import main
 from pyro_vae.config import load_config
 from pyro_vae.errors import UserError
-from pyro_vae.experiment import train_vae
-from pyro_vae.infer import _CHECK_EVERY, TrainingDiverged, _bad_step, _step_unless, fit
-from pyro_vae.models import build_vae
+from pyro_vae.experiments.vae import train_vae
+from pyro_vae.train import CHECK_EVERY, TrainingDiverged, fit
+from pyro_vae.train.checkpoint import load_checkpoint
+from pyro_vae.train.step import bad_step, step_unless
 
 TINY = [
     "data.dataset='digits'",
@@ -247,13 +248,13 @@ def test_a_bad_step_leaves_parameters_and_adam_state_as_they_were(fused):
     ):
         for grad in grads:
             p.grad = torch.tensor(grad)
-            _step_unless(opt, _bad_step(torch.tensor(5.0), [p.grad]))
+            step_unless(opt, bad_step(torch.tensor(5.0), [p.grad]))
     # the NaN step changed nothing: one good step each, the same result
     assert torch.equal(weights, twin)
     assert torch.equal(optimizer.state[weights]["exp_avg"], reference.state[twin]["exp_avg"])
     assert float(optimizer.state[weights]["step"]) == 1.0
-    assert _bad_step(torch.tensor(float("inf")), [torch.ones(2)]).item() == 1.0
-    assert _bad_step(torch.tensor(1.0), [torch.ones(2)]).item() == 0.0
+    assert bad_step(torch.tensor(float("inf")), [torch.ones(2)]).item() == 1.0
+    assert bad_step(torch.tensor(1.0), [torch.ones(2)]).item() == 0.0
 
 
 def _count_host_reads(monkeypatch, train) -> int:
@@ -292,10 +293,10 @@ def reads_added_by_one_epoch(count, device="cpu") -> int:
 
 
 def test_training_reads_the_device_once_per_check_not_once_per_step(monkeypatch):
-    """An epoch of 60 steps adds 60 / _CHECK_EVERY = 3 reads (the per-step NaN guard of a
+    """An epoch of 60 steps adds 60 / CHECK_EVERY = 3 reads (the per-step NaN guard of a
     loop that calls .item() would add 60)."""
     added = reads_added_by_one_epoch(lambda train: _count_host_reads(monkeypatch, train))
-    assert added == 60 // _CHECK_EVERY
+    assert added == 60 // CHECK_EVERY
 
 
 def test_bfloat16_precision_changes_the_arithmetic_not_the_objective():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pyro_vae.cli import main
-from pyro_vae.toy import single_thread
+from pyro_vae.rng import single_thread
 
 
 @pytest.fixture(autouse=True)

@@ -16,13 +16,7 @@ from pyro_vae.guides.uniform_scale import (
     fit_local_guide,
     kl_to_posterior,
 )
-from pyro_vae.models.uniform_scale import (
-    UniformScale,
-    UniformScaleMarginal,
-    log_e1_difference,
-    log_marginal_quadrature,
-)
-from pyro_vae.toy import (
+from pyro_vae.inference.uniform_scale import (
     ToyOptions,
     elbo_identity,
     fit_mle,
@@ -31,8 +25,14 @@ from pyro_vae.toy import (
     fit_svi,
     moment_estimate,
     simulate,
-    single_thread,
 )
+from pyro_vae.models.uniform_scale import (
+    UniformScale,
+    UniformScaleMarginal,
+    log_e1_difference,
+    log_marginal_quadrature,
+)
+from pyro_vae.rng import single_thread
 
 THETAS = [(0.5, 2.0, 1.0), (1.0, 3.0, -2.0), (0.05, 0.1, 10.0), (2.0, 20.0, 0.0)]
 

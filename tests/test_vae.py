@@ -6,11 +6,11 @@ import pytest
 import torch
 from pyro import poutine
 
+from pyro_vae.build import build_vae
 from pyro_vae.config import load_config
-from pyro_vae.evaluate import importance_estimate, log_importance_weights
-from pyro_vae.infer import fit, make_elbo
-from pyro_vae.models import build_vae
-from pyro_vae.reference import lecture_loss
+from pyro_vae.elbos import importance_estimate, log_importance_weights, make_elbo
+from pyro_vae.lecture.plain_vae import lecture_loss
+from pyro_vae.train import fit
 
 D, LATENT = 784, 8
 

@@ -5,10 +5,11 @@ import warnings
 import pytest
 import torch
 
-from pyro_vae import toy
+from pyro_vae.arviz import az, gmm_inference_data, toy_inference_data
 from pyro_vae.cli import main
-from pyro_vae.mixture_fit import fit_gmm, num_parameters, random_mixture, sample_mixture
-from pyro_vae.workflow import az, gmm_inference_data, toy_inference_data
+from pyro_vae.inference import uniform_scale as toy
+from pyro_vae.rng import single_thread
+from pyro_vae.inference.gmm import fit_gmm, num_parameters, random_mixture, sample_mixture
 
 GROUPS = {"posterior", "posterior_predictive", "log_likelihood", "observed_data", "prior",
           "prior_predictive"}
@@ -17,7 +18,7 @@ GROUPS = {"posterior", "posterior_predictive", "log_likelihood", "observed_data"
 @pytest.fixture(scope="module")
 def toy_nuts():
     x = toy.simulate(0.5, 2.0, 1.0, 150, seed=0)
-    with toy.single_thread():
+    with single_thread():
         fitted = toy.fit_nuts(x, options=toy.ToyOptions(warmup=100, samples=200))
     return x, fitted
 
@@ -45,7 +46,7 @@ def test_toy_nuts_inference_data(toy_nuts):
 
 def test_toy_svi_inference_data_has_guide_draws_of_z():
     x = toy.simulate(0.5, 2.0, 1.0, 40, seed=1)
-    with toy.single_thread():
+    with single_thread():
         fitted = toy.fit_svi(x, options=toy.ToyOptions(steps=30))
     idata = toy_inference_data(x, model=fitted.model, guide=fitted.guide, num_draws=25,
                                num_prior_draws=10)

@@ -8,13 +8,11 @@ entries (``flows``, ``flow_hidden``).  Guides with a Gaussian head also have
 ``encode(x) -> (loc, scale)``, used by the figures and the ``vamp`` prior.
 """
 
-from ..registry import Registry
+from .base import GUIDES, AmortizedGuide
 
-GUIDES = Registry("guide")
+# importing a guide module registers it in GUIDES
+from .delta import DeltaGuide
+from .gaussian import AmortizedGaussianGuide
+from .iaf import IAFGuide
 
-# the modules below register themselves in GUIDES
-from .delta import DeltaGuide  # noqa: E402
-from .gaussian import AmortizedGaussianGuide  # noqa: E402
-from .iaf import IAFGuide  # noqa: E402
-
-__all__ = ["GUIDES", "AmortizedGaussianGuide", "DeltaGuide", "IAFGuide"]
+__all__ = ["GUIDES", "AmortizedGuide", "AmortizedGaussianGuide", "DeltaGuide", "IAFGuide"]

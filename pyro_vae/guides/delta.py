@@ -4,7 +4,7 @@ With a point mass the ELBO has no entropy term: E_q[log p(x, z) - log q(z|x)] is
 log p(x, f(x)) = log p(x | z*) + log p(z*), a reconstruction term plus a penalty
 log p(z*) on the code (an L2 penalty for the normal prior).  That is a joint
 log-density at one point, not a bound on log p(x), and no importance-sampled
-log p(x) exists (q has no density to divide by); :func:`pyro_vae.experiment.evaluate_vae`
+log p(x) exists (q has no density to divide by); :func:`pyro_vae.experiments.vae.evaluate_vae`
 therefore reports the test "ELBO" as the joint log-density and the
 log-likelihood as unavailable.
 """
@@ -14,8 +14,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from . import GUIDES
-from .amortized import AmortizedGuide
+from .base import GUIDES, AmortizedGuide
 
 __all__ = ["DeltaGuide"]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from . import GUIDES
-from .amortized import AmortizedGuide
+from .base import GUIDES, AmortizedGuide
 
 __all__ = ["AmortizedGaussianGuide"]
 

@@ -19,7 +19,7 @@ import torch
 from pyro.distributions.transforms import affine_autoregressive
 from torch import nn
 
-from . import GUIDES
+from .base import GUIDES
 from .gaussian import AmortizedGaussianGuide
 
 __all__ = ["IAFGuide"]

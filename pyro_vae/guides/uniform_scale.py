@@ -160,7 +160,7 @@ def fit_local_guide(
 ) -> list[float]:
     """Maximize the ELBO over the per-point guide only, theta held fixed; full batch.
 
-    :func:`pyro_vae.infer.fit` trains model and guide together on shuffled mini-batches,
+    :func:`pyro_vae.train.fit` trains model and guide together on shuffled mini-batches,
     which a per-point guide cannot follow; here x is always the full data in order.
 
     Returns

@@ -1,5 +1,7 @@
 """Generative models, each a Pyro model written as an ``nn.Module``."""
 
-from .vae import VAE, build_vae
+from .gmm import GaussianMixtureModel
+from .uniform_scale import UniformScale
+from .vae import VAE
 
-__all__ = ["VAE", "build_vae"]
+__all__ = ["VAE", "GaussianMixtureModel", "UniformScale"]

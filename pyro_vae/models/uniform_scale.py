@@ -34,8 +34,11 @@ __all__ = [
     "UniformScale",
     "UniformScaleMarginal",
     "check_theta",
+    "latent_model",
     "log_e1_difference",
     "log_marginal_quadrature",
+    "marginal_model",
+    "theta_prior",
 ]
 
 _LOG_2_SQRT_2PI = math.log(2.0 * math.sqrt(2.0 * math.pi))
@@ -202,7 +205,7 @@ class UniformScale(nn.Module):
 
     theta is stored unconstrained, ``a = softplus(u_a)`` and ``b = a + softplus(u_gap)``,
     so every optimizer step keeps 0 < a < b.  Plain ``nn.Parameter``s trained through
-    ``model.parameters()`` (as :func:`pyro_vae.infer.fit` does): nothing goes into
+    ``model.parameters()`` (as :func:`pyro_vae.train.fit` does): nothing goes into
     Pyro's global param store, so no stale value can leak from one model to the next.
     The toy model runs in float64: it is one-dimensional, so this costs nothing, and it
     keeps guide samples strictly inside (a, b).
@@ -284,3 +287,32 @@ class UniformScale(nn.Module):
         a, b = self.bounds()
         joint = dist.Normal(self.mu, z).log_prob(x[:, None]) - torch.log(b - a)
         return joint - self.log_marginal(x)[:, None]
+
+
+def theta_prior(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weak priors on the data's own scale s: a, b - a ~ LogNormal(log s, 2), mu ~ N(mean, 10 s).
+
+    Scaled to the data so that they stay weak whatever the units; b = a + gap keeps a < b.
+    """
+    scale = x.std()
+    a = pyro.sample("a", dist.LogNormal(scale.log(), 2.0))
+    gap = pyro.sample("gap", dist.LogNormal(scale.log(), 2.0))
+    mu = pyro.sample("mu", dist.Normal(x.mean(), 10.0 * scale))
+    return a, a + gap, mu
+
+
+def marginal_model(x: torch.Tensor) -> None:
+    """Bayesian toy model, z integrated out: theta ~ :func:`theta_prior`, x_i ~ p(x | theta)."""
+    a, b, mu = theta_prior(x)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", UniformScaleMarginal(a, b, mu), obs=x)
+
+
+def latent_model(x: torch.Tensor) -> None:
+    """Bayesian toy model with its N latent scales: theta ~ :func:`theta_prior`, z_i, x_i | z_i."""
+    a, b, mu = theta_prior(x)
+    with pyro.plate("data", x.shape[0]):
+        # z = a + (b - a) w with w ~ U(0, 1) is z ~ U(a, b); HMC's transform to the real
+        # line is fixed at initialization, so the latent's support must not depend on theta
+        w = pyro.sample("w", dist.Uniform(x.new_zeros(()), x.new_ones(())))
+        pyro.sample("x", dist.Normal(mu, a + (b - a) * w), obs=x)

@@ -9,21 +9,11 @@ examples gives an ELBO estimate scaled to the full data set (factor n / B).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
-
 import pyro
 import torch
 from torch import nn
 
-from ..config import RunConfig
-from ..guides import GUIDES
-from ..likelihoods import LIKELIHOODS
-from ..nets import NETWORKS
-from ..priors import PRIORS
-
-__all__ = ["VAE", "build_vae"]
+__all__ = ["VAE"]
 
 
 class VAE(nn.Module):
@@ -77,52 +67,3 @@ class VAE(nn.Module):
         """E[x | z] for ``num_samples`` draws z ~ p(z): shape (num_samples, D)."""
         z = self.prior().sample((num_samples,))
         return self.decode_mean(z)
-
-
-def _build(factory: Callable, available: dict[str, Any]):
-    """Call ``factory`` with the entries of ``available`` that its signature names.
-
-    This is how a registered piece asks for what it needs (the ``vamp`` prior for the
-    guide, ``conv`` for the image shape, ``student_t`` for ``df``) without every
-    factory having to accept every option.
-    """
-    parameters = inspect.signature(factory).parameters
-    return factory(**{k: v for k, v in available.items() if k in parameters})
-
-
-def build_vae(
-    config: RunConfig,
-    data_dim: int,
-    *,
-    binary_data: bool = True,
-    image_shape: tuple[int, int] | None = None,
-) -> tuple[VAE, nn.Module]:
-    """The (model, guide) pair that ``config`` describes, for data of ``data_dim`` features.
-
-    Build order: likelihood and guide class (they fix the networks' output sizes),
-    networks, guide, prior (last, because the ``vamp`` prior uses the guide's encoder).
-    ``image_shape`` (H, W) is needed by the ``conv`` network for non-square images.
-    """
-    m = config.model
-    latent = m.latent_dim
-    likelihood = _build(
-        LIKELIHOODS.get(config.likelihood.name),
-        dict(vars(config.likelihood), data_dim=data_dim, binary_data=binary_data),
-    )
-    guide_cls = GUIDES.get(config.guide.name)
-    encoder, decoder = _build(
-        NETWORKS.get(m.network),
-        dict(
-            vars(m),
-            data_dim=data_dim,
-            encoder_features=guide_cls.encoder_features(latent),
-            decoder_features=likelihood.decoder_features(data_dim),
-            image_shape=image_shape,
-        ),
-    )
-    guide = _build(guide_cls, dict(vars(config.guide), encoder=encoder, latent_dim=latent))
-    prior = _build(
-        PRIORS.get(config.prior.name),
-        dict(vars(config.prior), latent_dim=latent, data_dim=data_dim, guide=guide),
-    )
-    return VAE(prior, decoder, likelihood), guide

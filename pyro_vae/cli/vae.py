@@ -1,54 +1,25 @@
-"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``sample``.
-
-Every command writes ``metrics.json`` to ``--out`` (``sample`` writes the image)
-and, with ``--json``, prints the same object as the last line of stdout.  Errors
-a user can cause end with exit status 2 and one line on stderr; ``--debug``
-shows the traceback instead.
-"""
+"""The VAE's commands: ``train``, ``evaluate``, ``sample``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
 
-from . import compare, gmm_cli, toy
-from .config import RunConfig, apply_overrides, load_config
-from .data import (
-    BINARIZE_MODES,
-    DATASETS,
-    binarize_test_set,
-    load_dataset,
-    load_evaluation_array,
-)
-from .errors import UserError
-from .experiment import (
-    evaluate_vae,
-    load_resumable,
-    prepare_out,
-    restore_vae,
-    train_vae,
-    write_metrics,
-)
-from .infer import ELBOS, PRECISIONS, TrainingInterrupted
+from ..config import RunConfig, apply_overrides, load_config
+from ..data import BINARIZE_MODES, DATASETS, binarize_test_set, load_dataset, load_evaluation_array
+from ..elbos import ELBOS
+from ..errors import UserError
+from ..experiments.runs import prepare_out, write_metrics
+from ..experiments.vae import evaluate_vae, load_resumable, restore_vae, train_vae
+from ..train import PRECISIONS
+from .common import add_out, add_reporting, add_seed
 
-__all__ = ["main", "build_parser"]
-
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit 2, like every other user error."""
-
-    def error(self, message: str):  # noqa: D401 (argparse API)
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+__all__ = ["add_command"]
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,9 +45,11 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
 def _train_distributed(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
     """``train --distributed``: one rank of a launcher's group, or launch N local processes."""
+    # torch.distributed only when distributed training is asked for
     import torch.distributed as dist
 
-    from .distributed import init_process_group, launch, under_launcher
+    from ..train.distributed import init_process_group, under_launcher
+    from .launch import launch
 
     if args.resume is not None:
         raise UserError("--resume continues a single-process run; drop --distributed")
@@ -95,7 +68,7 @@ def _train_distributed(args: argparse.Namespace, config: RunConfig) -> dict[str,
         raise UserError(f"--distributed {processes} on cuda needs {processes} GPUs, "
                         f"found {torch.cuda.device_count()}")
     out = prepare_out(args.out, args.overwrite)  # checked once here, not in every process
-    code = launch(processes, [a for a in args.argv if a != "--json"])
+    code = launch(processes, [a for a in args.argv if a != "--json"], args.entry)
     if code:
         raise SystemExit(code)
     return json.loads((out / "metrics.json").read_text())
@@ -148,7 +121,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _sample(args: argparse.Namespace) -> dict[str, Any]:
-    from .plots import save_sample_grid
+    from ..plots.vae import save_sample_grid  # matplotlib: imported when a grid is drawn
 
     if args.n < 1:
         raise UserError(f"-n must be a positive number of samples, got {args.n}")
@@ -161,17 +134,8 @@ def _sample(args: argparse.Namespace) -> dict[str, Any]:
     return {"samples": str(path), "n": args.n, "checkpoint": str(args.checkpoint)}
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", help="print the metrics as the last stdout line"
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pyro-vae", description="Latent-variable generative models in Pyro.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``evaluate`` and ``sample`` to the CLI's subcommands."""
     train = commands.add_parser("train", help="train a VAE and write metrics, checkpoint, figures")
     train.add_argument("--config", type=Path, help="TOML config file (see examples/configs)")
     train.add_argument(
@@ -194,15 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-particles", dest="num_particles_train", type=int, help="particles per training step"
     )
     train.add_argument("--eval-particles", type=int, help="K for the test log-likelihood")
-    train.add_argument("--seed", type=int)
+    add_seed(train, default=None)
     train.add_argument("--device", choices=("cpu", "cuda"))
     train.add_argument(
         "--precision",
         choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
-    train.add_argument("--out", type=Path, default=Path("runs/train"))
-    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_out(train, Path("runs/train"), "folder for metrics.json, checkpoint.pt, config and figures")
     train.add_argument(
         "--resume",
         type=Path,
@@ -215,63 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="data-parallel training in N processes on this machine; without N, as one rank "
              "of a torchrun group",
     )
-    _common(train)
+    add_reporting(train)
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="re-evaluate a saved model")
     evaluate.add_argument("--checkpoint", type=Path, required=True)
     evaluate.add_argument("--data", type=str, metavar="PATH", help="evaluate on this file instead")
     evaluate.add_argument("--num-particles", type=int, default=1000)
-    evaluate.add_argument("--seed", type=int, default=0)
+    add_seed(evaluate)
     evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    evaluate.add_argument("--out", type=Path, help="folder for metrics.json")
-    _common(evaluate)
+    add_out(evaluate, None, "folder for metrics.json", overwrite=False)
+    add_reporting(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     sample = commands.add_parser("sample", help="draw new examples from a saved model")
     sample.add_argument("--checkpoint", type=Path, required=True)
     sample.add_argument("-n", type=int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
+    add_seed(sample)
     sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     sample.add_argument("--out", type=Path, default=Path("samples.png"))
-    _common(sample)
+    add_reporting(sample)
     sample.set_defaults(func=_sample)
-    gmm_cli.add_command(commands, _common)
-    toy.add_command(commands, _common)
-    compare.add_command(commands, _common)
-    # more commands register here: module.add_command(commands, _common)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) as return codes
-        return int(exc.code or 0)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start more processes with
-    command: Callable[[argparse.Namespace], dict] = args.func
-    try:
-        with pyro.validation_enabled(True):
-            metrics = command(args)
-    except TrainingInterrupted as exc:
-        print(
-            f"pyro-vae {args.command}: {exc}; continue with: pyro-vae train --resume "
-            f"{exc.checkpoint.parent if exc.checkpoint else '<run folder>'}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    except (UserError, ValueError, FileNotFoundError) as exc:
-        if args.debug:
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except SystemExit as exc:  # the status of processes it started (train --distributed)
-        return int(exc.code or 0)
-    if args.json and metrics:  # a distributed run's other ranks have nothing to report
-        print(json.dumps(metrics))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .plots import _save
+from .common import save_figure
 
 __all__ = ["save_toy_fit", "save_posteriors", "save_elbo_identity"]
 
@@ -30,7 +30,7 @@ def save_toy_fit(x: torch.Tensor, model, path, truth=None) -> Path:
     ax.set_ylabel("density")
     ax.set_title("exact marginal p(x) = [E1(c/b²) - E1(c/a²)] / (2√(2π)(b-a))")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -50,7 +50,7 @@ def save_posteriors(model, guide, x: torch.Tensor, path, num_shown: int = 4) -> 
         ax.set_xlabel("z")
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle("exact posterior on a grid vs guide, support exactly (a, b)", y=1.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_elbo_identity(identity, path) -> Path:
@@ -74,4 +74,4 @@ def save_elbo_identity(identity, path) -> Path:
     bottom.set_xlabel("x")
     bottom.set_ylabel("nats")
     bottom.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

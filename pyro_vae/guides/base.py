@@ -1,4 +1,5 @@
-"""The one thing every amortized guide does: sample z ~ q(z | x) inside the data plate."""
+"""The guide registry and the one thing every amortized guide does: sample z ~ q(z | x)
+inside the data plate."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-__all__ = ["AmortizedGuide"]
+from ..registry import Registry
+
+__all__ = ["GUIDES", "AmortizedGuide"]
+
+GUIDES = Registry("guide")
 
 
 class AmortizedGuide(nn.Module):

@@ -20,7 +20,7 @@ and the table gives the mean and standard deviation over seeds.  Reference rows,
 the model allows: the toy model's exact MLE and NUTS (z integrated out), the mixture's EM.
 
 ``--idata FILE.nc`` also writes, for each algorithm whose fit has posterior draws, the ArviZ
-InferenceData of its seed-0 fit (:mod:`pyro_vae.workflow`) to ``FILE.<algorithm>.nc``.
+InferenceData of its seed-0 fit (:mod:`pyro_vae.arviz`) to ``FILE.<algorithm>.nc``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import re
 import statistics
 import time
@@ -39,11 +38,19 @@ from typing import Any
 import pyro
 import torch
 
-from .errors import UserError
-from .evaluate import importance_estimate
-from .experiment import prepare_out, write_metrics
-from .infer import ELBOS, fit, make_elbo
-from .registry import Registry
+from ..build import build_vae
+from ..config import load_config
+from ..data import binarize, load_dataset
+from ..elbos import ELBOS, importance_estimate, make_elbo
+from ..errors import UserError
+from ..guides.uniform_scale import AmortizedUniformScaleGuide
+from ..inference import uniform_scale as toy
+from ..inference.gmm import GMM_ROUTES, fit_gmm, log_marginal, random_mixture, sample_mixture
+from ..models.uniform_scale import UniformScale
+from ..registry import Registry
+from ..rng import single_thread
+from ..train import fit
+from .runs import first_rows, prepare_out, write_metrics
 
 __all__ = ["COMPARE_MODELS", "METRICS", "gradient_variance", "summarize", "run_compare",
            "add_command"]
@@ -74,8 +81,6 @@ def _epoch_seconds(result) -> float:
 
 def _check_names(model: str, names: list[str]) -> None:
     """UserError unless every name is an ELBO (vae, toy) or a mixture route (gmm)."""
-    from .mixture_fit import GMM_ROUTES
-
     valid = GMM_ROUTES if model == "gmm" else ELBOS
     unknown = [name for name in names if name not in valid]
     if unknown:
@@ -90,15 +95,10 @@ def _check_names(model: str, names: list[str]) -> None:
 def compare_vae(args: argparse.Namespace, names: list[str],
                 idatas: InferenceDataSink = None) -> list[dict[str, Any]]:
     """Each ELBO trains the config's VAE from the same initial weights per seed."""
-    from .config import load_config
-    from .data import binarize, load_dataset
-    from .experiment import _first_rows
-    from .models import build_vae
-
     overrides = list(args.set) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     config = load_config(args.config, overrides)
     data = load_dataset(config.data.dataset, path=config.data.path, data_dir=config.data.data_dir)
-    data = _first_rows(data, config.data.train_size, config.data.test_size)
+    data = first_rows(data, config.data.train_size, config.data.test_size)
     x_train, x_test, transform = binarize(data.x_train, data.x_test, config.data.binarize)
     t = config.train
     rows = []
@@ -126,7 +126,7 @@ def compare_vae(args: argparse.Namespace, names: list[str],
                 "seconds": sum(result.seconds_per_epoch),
             })
             if idatas is not None and seed == 0:
-                from .workflow import vae_inference_data
+                from ..arviz import vae_inference_data  # arviz is heavy
 
                 idatas[name] = vae_inference_data(model, guide, x_test[:_VAE_IDATA_IMAGES])
     return rows
@@ -144,15 +144,11 @@ def compare_toy(args: argparse.Namespace, names: list[str],
     every seed (the seeds change initial weights and particles); ``--epochs`` is the number
     of SVI steps (default 300).
     """
-    from . import toy
-    from .guides.uniform_scale import AmortizedUniformScaleGuide
-    from .models.uniform_scale import UniformScale
-
     steps = args.epochs or 300
     x = toy.simulate(0.5, 2.0, 1.0, 500, seed=0)
     x_test = toy.simulate(0.5, 2.0, 1.0, 500, seed=1)
     rows = []
-    with toy.single_thread():
+    with single_thread():
         for seed in range(args.seeds):
             for name in names:
                 pyro.clear_param_store()
@@ -170,7 +166,7 @@ def compare_toy(args: argparse.Namespace, names: list[str],
                              "seconds_per_epoch": _epoch_seconds(result),
                              "seconds": sum(result.seconds_per_epoch)})
                 if idatas is not None and seed == 0:
-                    from .workflow import toy_inference_data
+                    from ..arviz import toy_inference_data  # arviz is heavy
 
                     idatas[name] = toy_inference_data(x, model=model, guide=guide)
             options = toy.ToyOptions(warmup=max(50, steps // 2), samples=max(50, steps // 2))
@@ -183,7 +179,7 @@ def compare_toy(args: argparse.Namespace, names: list[str],
                              "test_log_likelihood": test, "gradient_variance": None,
                              "seconds_per_epoch": None, "seconds": fitted.seconds})
                 if idatas is not None and seed == 0 and fitted.draws is not None:
-                    from .workflow import toy_inference_data
+                    from ..arviz import toy_inference_data  # arviz is heavy
 
                     idatas[label] = toy_inference_data(x, theta_draws=fitted.draws)
     return rows
@@ -203,8 +199,6 @@ def compare_gmm(args: argparse.Namespace, names: list[str],
     chain (default 200).  Test log-likelihood: the exact marginal at the MAP (``map``) or the
     posterior predictive mean over draws (``vi``, ``nuts``).
     """
-    from .mixture_fit import fit_gmm, log_marginal, random_mixture, sample_mixture
-
     budget = args.epochs or 200
     truth = random_mixture(3, 2, separation=3.0, anisotropy=3.0, seed=0)
     generator = torch.Generator().manual_seed(0)
@@ -226,7 +220,7 @@ def compare_gmm(args: argparse.Namespace, names: list[str],
                          "gradient_variance": None, "seconds_per_epoch": None,
                          "seconds": fitted.seconds})
             if idatas is not None and seed == 0 and fitted.samples is not None:
-                from .workflow import gmm_inference_data
+                from ..arviz import gmm_inference_data  # arviz is heavy
 
                 idatas[name] = gmm_inference_data(
                     x, fitted, num_chains=fitted.info.get("num_chains", 1))
@@ -276,37 +270,9 @@ def _markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(table: list[dict[str, Any]], path: Path, title: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    from .plots import _save
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(table) + 2))
-    names = [entry["algorithm"] for entry in table]
-    for ax, metric, label in ((axes[0], "test_log_likelihood", "test log p(x), nats / example"),
-                              (axes[1], "final_bound", "final bound on train, nats / example")):
-        means = [entry[f"{metric}_mean"] for entry in table]
-        errors = [entry[f"{metric}_sd"] or 0.0 for entry in table]
-        # points, not bars: a log-density has no natural zero for a bar to start from
-        shown = [math.nan if m is None else m for m in means]
-        ax.errorbar(shown, range(len(names)), xerr=errors, fmt="o", capsize=3)
-        ax.set_yticks(range(len(names)), names)
-        finite = [m for m in means if m is not None and math.isfinite(m)]
-        if finite:  # the differences matter, not the distance from zero
-            low, high = min(finite), max(finite)
-            pad = 0.1 * (high - low) + 1e-3 * abs(high)
-            ax.set_xlim(low - pad - max(errors), high + pad + max(errors))
-        ax.set_xlabel(label)
-        ax.invert_yaxis()
-        ax.grid(axis="x", alpha=0.3)
-    axes[1].set_yticklabels([])
-    fig.suptitle(title)
-    return _save(fig, path)
-
-
 def _save_idatas(idatas: dict[str, Any], path: Path) -> dict[str, str]:
     """Write each InferenceData to ``path`` with the algorithm in its name: {algorithm: file}."""
-    from .workflow import save_inference_data
+    from ..arviz import save_inference_data  # arviz is heavy
 
     written = {}
     for name, idata in idatas.items():
@@ -345,7 +311,9 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     markdown = _markdown(table)
     (out / "comparison.md").write_text(markdown)
     title = f"{args.model}: {args.seeds} seed(s), mean ± sd"
-    figure = _plot(table, out / "comparison.png", title)
+    from ..plots.compare import save_comparison  # matplotlib
+
+    figure = save_comparison(table, out / "comparison.png", title)
     metrics = {"model": args.model, "inference": names, "seeds": args.seeds,
                "particles": args.particles, "epochs": args.epochs, "table": table, "runs": rows,
                "files": {"csv": str(out / "comparison.csv"), "markdown": str(out / "comparison.md"),

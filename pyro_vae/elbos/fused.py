@@ -49,8 +49,8 @@ from pyro.poutine.messenger import Messenger, _context_wrap
 from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 
-from .infer import forked_rng
-from .models.vae import VAE
+from ..models.vae import VAE
+from ..rng import forked_rng
 
 __all__ = ["FusedELBO"]
 

@@ -32,6 +32,9 @@ import pyro.distributions as dist
 import torch
 
 from .errors import UserError
+from .inference.gmm import log_marginal, sample_mixture
+from .models.gmm import MixtureParams
+from .models.uniform_scale import UniformScaleMarginal, theta_prior
 
 with warnings.catch_warnings():
     # arviz 0.2x announces its 1.0 refactor on import; nothing here to act on
@@ -97,17 +100,13 @@ def inference_data(
 
 def toy_prior_draws(x: torch.Tensor, num_draws: int) -> dict[str, torch.Tensor]:
     """(num_draws,) draws of a, b, mu from the weak data-scaled prior of the NUTS routes."""
-    from .toy import _theta_prior  # the same prior NUTS samples from
-
     with pyro.plate("draws", num_draws, dim=-1), torch.no_grad():
-        a, b, mu = _theta_prior(x)
+        a, b, mu = theta_prior(x)  # the same prior NUTS samples from
     return {"a": a, "b": b, "mu": mu}
 
 
 def _toy_marginal(theta: dict[str, torch.Tensor], num_points: int):
     """The exact marginal p(x | theta) for draws of theta of shape S, batch shape S + (N,)."""
-    from .models.uniform_scale import UniformScaleMarginal
-
     a, b, mu = (theta[k][..., None] for k in ("a", "b", "mu"))
     shape = a.shape[:-1] + (num_points,)
     return UniformScaleMarginal(a, b, mu, validate_args=False).expand(shape)
@@ -173,15 +172,12 @@ def toy_inference_data(
 def gmm_inference_data(
     x: torch.Tensor, fitted, *, num_chains: int = 1, num_prior_draws: int = 100, seed: int = 0
 ) -> az.InferenceData:
-    """InferenceData for a Bayesian mixture fit (:class:`~pyro_vae.mixture_fit.GMMFit`).
+    """InferenceData for a Bayesian mixture fit (:class:`~pyro_vae.inference.gmm.GMMFit`).
 
     ``fitted.samples`` holds S relabelled draws pooled over ``num_chains`` chains (NUTS
     pools its chains in order), reshaped here to (chain, draw).  The posterior predictive
     draws N points per draw from that draw's mixture.
     """
-    from .mixture_fit import log_marginal, sample_mixture
-    from .models.gmm import MixtureParams
-
     if fitted.samples is None:
         raise UserError(
             f"the {fitted.inference!r} fit is a point estimate; InferenceData needs posterior "

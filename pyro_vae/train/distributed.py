@@ -8,7 +8,7 @@ ELBO, and with equal shards (N_r = N / W) it is exactly the single-process
 estimate from the combined batch of W b rows, scaled by N / (W b).  So the
 gradients are *summed* across the processes (DDP's default averages them, which
 would divide the step by W): :class:`DataParallelELBO` runs any ELBO of
-:data:`pyro_vae.infer.ELBOS` inside ``torch.nn.parallel.DistributedDataParallel``
+:data:`pyro_vae.elbos.ELBOS` inside ``torch.nn.parallel.DistributedDataParallel``
 over the model's and guide's modules with a summing communication hook.
 
 Run it from the command line (``gloo`` on CPUs, ``nccl`` on GPUs)::
@@ -18,14 +18,13 @@ Run it from the command line (``gloo`` on CPUs, ``nccl`` on GPUs)::
 
 Rank 0 writes ``metrics.json``, ``checkpoint.pt`` and the figures to ``--out``; every
 rank trains on its shard with its own random numbers (seed + rank), see
-:func:`pyro_vae.experiment.train_vae`.
+:func:`pyro_vae.experiments.vae.train_vae`.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
 
 import torch
 import torch.distributed as dist
@@ -38,7 +37,7 @@ __all__ = [
     "rank_and_world_size",
     "under_launcher",
     "shard",
-    "launch",
+    "free_port",
 ]
 
 
@@ -75,7 +74,7 @@ class DataParallelELBO:
     ----------
     elbo
         Any object with ``differentiable_loss`` and ``loss``: Pyro's ELBOs,
-        :class:`~pyro_vae.fused.FusedELBO`.
+        :class:`~pyro_vae.elbos.fused.FusedELBO`.
     model, guide : nn.Module
         The modules whose parameters are trained (the ELBO may be given handler-wrapped
         versions of them).
@@ -130,40 +129,8 @@ def under_launcher() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the rendezvous of local ranks)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rank_main(rank: int, world_size: int, port: int, argv: list[str]) -> None:
-    """One process of :func:`launch`: the environment ``torchrun`` would give it, then the CLI."""
-    from .cli import main
-
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    # the processes share the cores: threads beyond them only contend
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    code = main(argv)
-    if code:
-        sys.exit(code)
-
-
-def launch(num_processes: int, argv: list[str]) -> int:
-    """Run ``pyro-vae <argv>`` in ``num_processes`` processes on this machine; the exit status.
-
-    Each process gets a rank, the world size and a rendezvous address in its environment,
-    as under ``torchrun`` (which is the way to use several machines).  A failing process
-    stops the others; its exit status is returned (2 for a user error it reported).
-    """
-    import torch.multiprocessing as mp
-
-    try:
-        mp.spawn(_rank_main, args=(num_processes, _free_port(), argv), nprocs=num_processes)
-    except mp.ProcessExitedException as exc:
-        return exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1
-    except mp.ProcessRaisedException as exc:
-        last = str(exc).strip().splitlines()[-1]
-        print(f"pyro-vae: a training process failed: {last}", file=sys.stderr)
-        return 1
-    return 0

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import minibatch_indices
+from ..data import minibatch_indices
 
 __all__ = ["lecture_loss", "train_plain_epoch", "plain_optimizer"]
 

@@ -49,9 +49,9 @@ from pyro.infer import MCMC, NUTS, SVI, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal, init_to_value
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-from .errors import UserError
-from .models.gmm import GLOBAL_SITES, GaussianMixtureModel, GMMPriors, MixtureParams
-from .registry import Registry
+from ..errors import UserError
+from ..models.gmm import GLOBAL_SITES, GaussianMixtureModel, GMMPriors, MixtureParams
+from ..registry import Registry
 
 __all__ = [
     "GMM_ROUTES",

@@ -6,8 +6,6 @@ pair from a checkpoint for ``evaluate`` and ``sample``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +15,15 @@ import pyro
 import torch
 from torch import nn
 
-from . import plots
-from .checkpoint import load_checkpoint, previous_checkpoint
-from .config import RunConfig, dump_toml
-from .data import Dataset, binarize, load_dataset
-from .errors import UserError
-from .evaluate import importance_estimate
-from .infer import fit
-from .models import build_vae
+from ..build import build_vae
+from ..config import RunConfig, dump_toml
+from ..data import Dataset, binarize, load_dataset
+from ..elbos import importance_estimate
+from ..errors import UserError
+from ..plots import vae as plots
+from ..train import fit
+from ..train.checkpoint import load_checkpoint, previous_checkpoint
+from .runs import device_named, first_rows, prepare_out, write_metrics
 
 __all__ = [
     "TrainedVAE",
@@ -32,12 +31,7 @@ __all__ = [
     "load_resumable",
     "restore_vae",
     "evaluate_vae",
-    "write_metrics",
-    "prepare_out",
 ]
-
-RUN_FILES = ("metrics.json", "checkpoint.pt")
-
 
 @dataclass
 class TrainedVAE:
@@ -49,34 +43,6 @@ class TrainedVAE:
     data_dim: int
     image_shape: tuple[int, int] | None
     binary_data: bool
-
-
-def _device(name: str, distributed: bool = False) -> torch.device:
-    """The torch device ``name``; a distributed process's own GPU for "cuda"."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
-        )
-    if name == "cuda" and distributed:
-        return torch.device("cuda", torch.cuda.current_device())  # set by init_process_group
-    return torch.device(name)
-
-
-def prepare_out(out: str | Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse a folder that holds another run unless ``overwrite``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    if not overwrite and any((out / name).exists() for name in RUN_FILES):
-        raise UserError(f"--out {out} holds another run; pass --overwrite or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
-    path = out / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
 
 
 def _figures(
@@ -113,19 +79,6 @@ def _figures(
     return figures
 
 
-def _first_rows(dataset: Dataset, train: int | None, test: int | None) -> Dataset:
-    """The first ``train`` / ``test`` rows of each split (all for ``None``): the splits are
-    already shuffled, so these are random subsets (quick runs and tests)."""
-    first = lambda t, n: None if t is None else t[:n]  # noqa: E731
-    return dataclasses.replace(
-        dataset,
-        x_train=dataset.x_train[:train],
-        x_test=dataset.x_test[:test],
-        y_train=first(dataset.y_train, train),
-        y_test=first(dataset.y_test, test),
-    )
-
-
 def train_vae(
     config: RunConfig,
     out: str | Path,
@@ -139,27 +92,27 @@ def train_vae(
 
     ``resume`` is a checkpoint of an earlier run in ``out`` (see :func:`load_resumable`):
     training continues from where it stopped.  ``distributed``: this process is one of
-    the initialized process group (:func:`pyro_vae.distributed.init_process_group`); each
+    the initialized process group (:func:`pyro_vae.train.distributed.init_process_group`); each
     trains on its shard of the training set with 1/W of the batch, the gradients summed,
     and rank 0 alone writes.  Returns the metrics dict also written to
     ``out/metrics.json`` (``{}`` on the other ranks).
     """
     rank, world = 0, 1
     if distributed:
-        from .distributed import rank_and_world_size, shard
+        from ..train.distributed import rank_and_world_size, shard  # torch.distributed
 
         if resume is not None:
             raise UserError("--resume continues a single-process run; drop --distributed")
         rank, world = rank_and_world_size()
     lead = rank == 0
     out = prepare_out(out, overwrite or resume is not None) if lead else Path(out)
-    device = _device(config.train.device, distributed)
+    device = device_named(config.train.device, distributed)
     if lead:
         (out / "config.toml").write_text(dump_toml(config))
     dataset = load_dataset(
         config.data.dataset, path=config.data.path, data_dir=config.data.data_dir, device=device
     )
-    dataset = _first_rows(dataset, config.data.train_size, config.data.test_size)
+    dataset = first_rows(dataset, config.data.train_size, config.data.test_size)
     x_train, x_test, transform = binarize(dataset.x_train, dataset.x_test, config.data.binarize)
     binary = config.data.binarize != "none"
     pyro.set_rng_seed(config.train.seed)  # the initial weights depend on the seed too
@@ -284,7 +237,7 @@ def restore_vae(checkpoint: str | Path, device: str = "cpu") -> TrainedVAE:
         raise UserError(
             f"{checkpoint} does not match the model its config builds ({first})"
         ) from None
-    device = _device(device)
+    device = device_named(device)
     return TrainedVAE(
         model.to(device).eval(), guide.to(device).eval(), config, data_dim, image_shape, binary
     )

@@ -6,9 +6,9 @@ Both estimate the same gradient of L(phi) = E_q[log p(x, z) - log q_phi(z | x)]:
 * score function (REINFORCE): E_q[(log p(x, z) - log q(z | x)) grad log q(z | x)],
   what Pyro's ``Trace_ELBO`` builds when a guide site has no ``rsample``.
 
-:class:`ScoreFunctionMessenger` switches the guide to the second by turning ``has_rsample``
-off on its sample sites; :func:`compare_gradient_estimators` draws many independent gradient
-estimates each way and reports means, standard errors and variances.
+:class:`~pyro_vae.elbos.score.ScoreFunctionMessenger` switches the guide to the second by
+turning ``has_rsample`` off on its sample sites; :func:`compare_gradient_estimators` draws
+many independent gradient estimates each way and reports means, standard errors and variances.
 """
 
 from __future__ import annotations
@@ -19,30 +19,10 @@ from dataclasses import dataclass
 
 import pyro
 import torch
-from pyro.poutine.messenger import Messenger
 
-__all__ = ["ScoreFunctionMessenger", "elbo_gradients", "GradientComparison",
-           "compare_gradient_estimators"]
+from ..elbos.score import ScoreFunctionMessenger
 
-
-class ScoreFunctionMessenger(Messenger):
-    """Latent sample sites run inside this context are drawn without ``rsample``.
-
-    The innermost base distribution of each site's distribution (through ``Independent``,
-    ``TransformedDistribution``, expansions) gets ``has_rsample_(False)``, so the sample
-    is detached and Pyro's ELBOs fall back to the score-function estimator.  Enter it
-    around the whole ELBO computation: being outermost, it sees each distribution after
-    Pyro's plates have expanded it (an expansion would rebuild ``has_rsample``), and sites
-    the ELBO replays from the guide into the model are already done and left alone.
-    """
-
-    def _pyro_sample(self, msg):
-        if msg["is_observed"] or msg["done"]:
-            return
-        fn = msg["fn"]
-        while hasattr(fn, "base_dist"):
-            fn = fn.base_dist
-        fn.has_rsample_(False)
+__all__ = ["elbo_gradients", "GradientComparison", "compare_gradient_estimators"]
 
 
 def elbo_gradients(

@@ -1,4 +1,4 @@
-"""Figures: sample grids, reconstructions, latent maps, training curves.
+"""Figures of the VAE: sample grids, reconstructions, latent maps, training curves.
 
 Each function takes tensors or lists, draws one figure and saves it as PNG.
 """
@@ -9,39 +9,19 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-# no matplotlib.use() here: a library must not take the backend from a notebook's inline one
-# (matplotlib falls back to Agg by itself where there is no display)
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .common import image_grid, save_figure
+
 __all__ = [
-    "image_grid",
     "save_sample_grid",
     "save_reconstructions",
     "save_latent_map",
     "save_curves",
     "project_2d",
 ]
-
-
-def image_grid(images: torch.Tensor, image_shape: tuple[int, int], columns: int) -> np.ndarray:
-    """Tile images (N, H*W) into one (rows*H, columns*W) array, blank cells padded."""
-    h, w = image_shape
-    rows = math.ceil(len(images) / columns)
-    canvas = np.ones((rows * h, columns * w))
-    for i, image in enumerate(images.detach().cpu().numpy().reshape(-1, h, w)):
-        r, c = divmod(i, columns)
-        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
-    return canvas
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def save_sample_grid(images: torch.Tensor, image_shape, path, title: str = "samples") -> Path:
@@ -51,7 +31,7 @@ def save_sample_grid(images: torch.Tensor, image_shape, path, title: str = "samp
     ax.imshow(image_grid(images, image_shape, columns), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title)
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, image_shape, path) -> Path:
@@ -60,7 +40,7 @@ def save_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, image_shape, path
     ax.imshow(image_grid(torch.cat([x, x_rec]), image_shape, len(x)), cmap="gray", vmin=0, vmax=1)
     ax.set_title("test images (top) and reconstructions E[x | z = mean of q(z|x)] (bottom)")
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
@@ -86,7 +66,7 @@ def save_latent_map(z: torch.Tensor, labels: torch.Tensor | None, path, title: s
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_curves(
@@ -101,4 +81,4 @@ def save_curves(
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
+from .state import FitResult, Progress, set_lr, set_rng_state
 
 __all__ = [
     "FORMAT_VERSION",
@@ -24,6 +25,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "previous_checkpoint",
+    "restore",
 ]
 
 FORMAT_VERSION = 1
@@ -91,3 +93,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"this pyro-vae reads format {FORMAT_VERSION}"
         )
     return payload
+
+
+def restore(payload: dict[str, Any], model, guide, optimizer, result: FitResult) -> Progress:
+    """Load a checkpoint's states into the live objects; return the saved position."""
+    try:
+        model.load_state_dict(payload["model_state"])
+        guide.load_state_dict(payload["guide_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        state = Progress(**payload["train_state"])
+        metrics = payload["metrics"]
+        result.train_elbo = list(metrics["train_elbo"])
+        result.test_elbo = list(metrics["test_elbo"])
+        result.seconds_per_epoch = list(metrics["seconds_per_epoch"])
+        set_rng_state(payload["rng_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot resume from this checkpoint ({first})") from None
+    set_lr(optimizer, state.lr)
+    return state

@@ -1,10 +1,8 @@
-"""Variational bounds that Pyro lacks in the form ``fit`` needs: each has ``differentiable_loss``.
+"""The Renyi and importance-weighted bounds, per data point, as ``fit`` needs them.
 
-``fit`` calls ``elbo.differentiable_loss(model, guide, x, n=N)`` and back-propagates it,
-so every objective here returns a tensor whose value is -bound (nats, for the full data
-set of N points) and whose gradient is the estimator's.
+``fit`` calls ``elbo.differentiable_loss(model, guide, x, n=N)`` and back-propagates it:
+its value is -bound (nats, for the full data set of N points), its gradient the estimator's.
 
-:class:`RenyiBound` / :class:`IWAEBound`
     Per data point x_i and K particles z_ik ~ q(z | x_i), with
     w_ik = log p(x_i, z_ik) - log q(z_ik | x_i),
 
@@ -19,13 +17,6 @@ set of N points) and whose gradient is the estimator's.
     so the model's and guide's data plate must be at dim -1, and every latent site must be
     local (inside the data plate).  The sum over the batch is scaled by the data plate's
     N / B, so the loss estimates the full-data bound like Pyro's ELBOs do.
-:class:`GraphELBO`
-    ``TraceGraph_ELBO`` (Rao-Blackwellized score-function terms, with baselines where a guide
-    site asks for them) with a ``differentiable_loss`` built from its surrogate loss.
-:class:`ScoreFunctionELBO`
-    ``Trace_ELBO`` with every latent site drawn without ``rsample``
-    (:class:`pyro_vae.gradients.ScoreFunctionMessenger`): the REINFORCE estimator of the
-    lecture, unbiased and with (much) higher variance than the reparameterized one.
 """
 
 from __future__ import annotations
@@ -37,9 +28,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from .gradients import ScoreFunctionMessenger
-
-__all__ = ["RenyiBound", "IWAEBound", "GraphELBO", "ScoreFunctionELBO", "pointwise_log_weights"]
+__all__ = ["RenyiBound", "IWAEBound", "pointwise_log_weights"]
 
 
 def _is_latent(site) -> bool:
@@ -132,24 +121,3 @@ class IWAEBound(RenyiBound):
 
     def __init__(self, num_particles: int = 1):
         super().__init__(alpha=0.0, num_particles=num_particles)
-
-
-class GraphELBO(pyro.infer.TraceGraph_ELBO):
-    """``TraceGraph_ELBO`` with ``differentiable_loss``: value -ELBO, gradient its surrogate's."""
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
-        # value of -ELBO, gradient of the surrogate (which includes any baseline loss)
-        return surrogate_loss + (-elbo - surrogate_loss).detach()
-
-
-class ScoreFunctionELBO(pyro.infer.Trace_ELBO):
-    """``Trace_ELBO`` with the score-function estimator at every latent site."""
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        with ScoreFunctionMessenger():
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()

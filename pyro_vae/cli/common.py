@@ -1,0 +1,68 @@
+"""What every command shares: one-line usage errors, exit codes, and the shared flags.
+
+Each shared flag (``--out``, ``--overwrite``, ``--seed``, ``--idata``, ``--json``,
+``--debug``) is written here once, with its help text and its check; a command adds the
+ones it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "Parser",
+    "add_idata",
+    "add_out",
+    "add_reporting",
+    "add_seed",
+    "netcdf_path",
+]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like every other user error."""
+
+    def error(self, message: str):  # noqa: D401 (argparse API)
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def netcdf_path(text: str) -> Path:
+    """``--idata``'s type: a file name ending in .nc (checked before any fitting starts)."""
+    path = Path(text)
+    if path.suffix != ".nc":
+        raise argparse.ArgumentTypeError(f"{text}: give a NetCDF file name ending in .nc")
+    return path
+
+
+def add_out(parser: argparse.ArgumentParser, default: Path | None, help: str,
+            overwrite: bool = True) -> None:
+    """``--out DIR`` (the run folder) and, unless ``overwrite`` is False, ``--overwrite``."""
+    parser.add_argument("--out", type=Path, default=default, metavar="DIR", help=help)
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace a run already in --out")
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
+    """``--seed S``: every random number of the run follows from it."""
+    parser.add_argument("--seed", type=int, default=default,
+                        help="random seed (same seed, same numbers on a CPU)")
+
+
+def add_idata(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--idata FILE.nc``: ArviZ InferenceData written to NetCDF."""
+    parser.add_argument("--idata", type=netcdf_path, metavar="FILE.nc", help=help)
+
+
+def add_reporting(parser: argparse.ArgumentParser) -> None:
+    """``--json`` (the metrics as the last stdout line) and ``--debug`` (tracebacks)."""
+    parser.add_argument(
+        "--json", action="store_true", help="print the metrics as the last stdout line"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")

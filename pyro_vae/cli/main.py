@@ -1,0 +1,67 @@
+"""``pyro-vae``: the parser of every command, and ``main``, which runs one and reports.
+
+Every command writes ``metrics.json`` to ``--out`` (``sample`` writes the image)
+and, with ``--json``, prints the same object as the last line of stdout.  Errors
+a user can cause end with exit status 2 and one line on stderr; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+import pyro
+
+from ..errors import UserError
+from ..train import TrainingInterrupted
+from . import compare, gmm, toy, vae
+from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, Parser
+
+__all__ = ["main", "build_parser"]
+
+# each module adds its commands; a new command is a module with add_command, listed here
+COMMAND_MODULES = (vae, gmm, toy, compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pyro-vae`` parser with every command's subparser."""
+    parser = Parser(prog="pyro-vae", description="Latent-variable generative models in Pyro.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in COMMAND_MODULES:
+        module.add_command(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``pyro-vae <argv>``; the exit status (0, 2 for a user error, 130 for Ctrl-C)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) as return codes
+        return int(exc.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start more processes with
+    args.entry = main  # what those processes run (train --distributed)
+    command: Callable[[argparse.Namespace], dict] = args.func
+    try:
+        with pyro.validation_enabled(True):
+            metrics = command(args)
+    except TrainingInterrupted as exc:
+        print(
+            f"pyro-vae {args.command}: {exc}; continue with: pyro-vae train --resume "
+            f"{exc.checkpoint.parent if exc.checkpoint else '<run folder>'}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except SystemExit as exc:  # the status of processes it started (train --distributed)
+        return int(exc.code or 0)
+    if args.json and metrics:  # a distributed run's other ranks have nothing to report
+        print(json.dumps(metrics))
+    return 0

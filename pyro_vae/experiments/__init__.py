@@ -1,0 +1,1 @@
+"""End-to-end runs: typed options in, metrics and files out."""

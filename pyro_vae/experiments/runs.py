@@ -1,0 +1,59 @@
+"""What every experiment shares: its output folder, its metrics file, its device, its data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import Dataset
+from ..errors import UserError
+
+__all__ = ["RUN_FILES", "device_named", "first_rows", "prepare_out", "write_metrics"]
+
+RUN_FILES = ("metrics.json", "checkpoint.pt")
+
+
+def device_named(name: str, distributed: bool = False) -> torch.device:
+    """The torch device ``name``; a distributed process's own GPU for "cuda"."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+        )
+    if name == "cuda" and distributed:
+        return torch.device("cuda", torch.cuda.current_device())  # set by init_process_group
+    return torch.device(name)
+
+
+def prepare_out(out: str | Path, overwrite: bool) -> Path:
+    """Create ``out``; refuse a folder that holds another run unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    if not overwrite and any((out / name).exists() for name in RUN_FILES):
+        raise UserError(f"--out {out} holds another run; pass --overwrite or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
+    """``metrics`` as indented JSON in ``out/metrics.json``; the path."""
+    path = out / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def first_rows(dataset: Dataset, train: int | None, test: int | None) -> Dataset:
+    """The first ``train`` / ``test`` rows of each split (all for ``None``): the splits are
+    already shuffled, so these are random subsets (quick runs and tests)."""
+    first = lambda t, n: None if t is None else t[:n]  # noqa: E731
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[:train],
+        x_test=dataset.x_test[:test],
+        y_train=first(dataset.y_train, train),
+        y_test=first(dataset.y_test, test),
+    )

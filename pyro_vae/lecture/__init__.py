@@ -1,0 +1,1 @@
+"""The lecture's mathematics, each claim a function that demonstrates it."""

@@ -1,0 +1,34 @@
+"""What every figure shares: saving it, and tiling images into one array."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+# no matplotlib.use() here: a library must not take the backend from a notebook's inline one
+# (matplotlib falls back to Agg by itself where there is no display)
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = ["image_grid", "save_figure"]
+
+
+def image_grid(images: torch.Tensor, image_shape: tuple[int, int], columns: int) -> np.ndarray:
+    """Tile images (N, H*W) into one (rows*H, columns*W) array, blank cells padded."""
+    h, w = image_shape
+    rows = math.ceil(len(images) / columns)
+    canvas = np.ones((rows * h, columns * w))
+    for i, image in enumerate(images.detach().cpu().numpy().reshape(-1, h, w)):
+        r, c = divmod(i, columns)
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+    return canvas
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (creating its folder) and close it; the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -47,11 +47,11 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import MCMC, NUTS, SVI, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal, init_to_value
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from ..errors import UserError
 from ..models.gmm import GLOBAL_SITES, GaussianMixtureModel, GMMPriors, MixtureParams
 from ..registry import Registry
+from .diagnostics import ess_and_rhat
 
 __all__ = [
     "GMM_ROUTES",
@@ -658,8 +658,10 @@ def fit_nuts(x, model, *, restarts=5, seed=0, reg_covar=1e-6, num_samples=200,
     # (chains, draws, ...) for the diagnostics, then all draws pooled
     locs = torch.stack([c.locs for c in chains])
     weights = torch.stack([c.weights for c in chains])
-    rhat = torch.cat([split_gelman_rubin(locs).flatten(), split_gelman_rubin(weights)])
-    ess = torch.cat([effective_sample_size(locs).flatten(), effective_sample_size(weights)])
+    ess_locs, rhat_locs = ess_and_rhat(locs)
+    ess_weights, rhat_weights = ess_and_rhat(weights)
+    rhat = torch.cat([rhat_locs.flatten(), rhat_weights])
+    ess = torch.cat([ess_locs.flatten(), ess_weights])
     pooled = MixtureParams(*(torch.cat([getattr(c, f) for c in chains])
                              if getattr(chains[0], f) is not None else None
                              for f in ("weights", "locs", "scales", "chol_corr")))

@@ -29,7 +29,6 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide import init_to_value
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from torch import nn
 
 from ..elbos import log_importance_weights
@@ -46,7 +45,8 @@ from ..models.uniform_scale import (
     marginal_model,
 )
 from ..registry import Registry
-from ..train import fit
+from ..train import FitResult, fit
+from .diagnostics import ess_and_rhat
 
 __all__ = [
     "TOY_INFERENCES",
@@ -76,6 +76,7 @@ class ToyOptions:
     num_particles: int = 4
     warmup: int = 200  # NUTS
     samples: int = 200
+    elbo: str = "trace"  # SVI's ELBO, a name in pyro_vae.elbos.ELBOS
 
 
 @dataclass
@@ -87,6 +88,7 @@ class ToyFit:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
     draws: dict[str, torch.Tensor] | None = None  # posterior draws of a, b, mu: (chain, draw)
+    training: FitResult | None = None  # the SVI route's record of its steps
 
 
 def parse_simulate(spec: str) -> tuple[float, float, float, int]:
@@ -192,10 +194,11 @@ def fit_svi(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -
     guide = AmortizedUniformScaleGuide(model)
     result = fit(
         model, guide, x, epochs=options.steps, batch_size=x.shape[0], lr=options.lr,
-        num_particles=options.num_particles, seed=seed, progress=False,
+        elbo=options.elbo, num_particles=options.num_particles, seed=seed, progress=False,
     )
     return ToyFit(model, guide, time.perf_counter() - start,
-                  {"final_train_elbo": result.train_elbo[-1], "steps": options.steps})
+                  {"final_train_elbo": result.train_elbo[-1], "steps": options.steps},
+                  training=result)
 
 
 def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions) -> ToyFit:
@@ -217,10 +220,10 @@ def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions) -> ToyF
         "divergences": len(mcmc.diagnostics()["divergences"]["chain 0"]),
     }
     for k, v in draws.items():
-        chains = v[None]  # (chain, sample)
+        ess, r_hat = ess_and_rhat(v[None])  # one chain: (chain, sample)
         extra[f"{k}_sd"] = v.std().item()
-        extra[f"{k}_ess"] = effective_sample_size(chains, chain_dim=0, sample_dim=1).item()
-        extra[f"{k}_r_hat"] = split_gelman_rubin(chains, chain_dim=0, sample_dim=1).item()
+        extra[f"{k}_ess"] = ess.item()
+        extra[f"{k}_r_hat"] = r_hat.item()
     return ToyFit(UniformScale(mean["a"], mean["b"], mean["mu"]), None, seconds, extra,
                   {k: v[None] for k, v in draws.items()})
 

@@ -21,6 +21,7 @@ demo: $(STAMP)
 	print(f\"test ELBO {m['test_elbo']:.2f} nats, test log-likelihood {m['test_log_likelihood']:.2f} nats (K={m['num_particles']})\")"
 
 test: $(STAMP)
+	$(BIN)/lint-imports  # the layers contract in pyproject.toml
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)

@@ -53,22 +53,28 @@ def test_compare_tiny_vae(tmp_path, capsys):
     assert float(idata.log_likelihood["x"].max()) < 0
 
 
-def test_compare_toy_has_reference_rows(tmp_path):
+def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path):
+    """Route names (mle, nuts, svi) and ELBO names (SVI with that ELBO) in one table, one row
+    each, in the order asked; ``--reference`` adds the true parameters' row last."""
     out = tmp_path / "toy"
-    code = main(["compare", "--model", "toy", "--inference", "trace,score", "--epochs", "20",
-                 "--seeds", "1", "--particles", "2", "--out", str(out),
-                 "--idata", str(tmp_path / "toy.nc")])
+    code = main(["compare", "--model", "toy", "--inference", "mle,nuts,svi,trace,score",
+                 "--epochs", "20", "--seeds", "1", "--particles", "2", "--reference",
+                 "--out", str(out), "--idata", str(tmp_path / "toy.nc")])
     assert code == 0
-    rows = _table(out)
-    assert [row["algorithm"] for row in rows] == [
-        "trace", "score", "exact MLE", "NUTS (z integrated out)"]
-    # the exact MLE maximizes the training log-likelihood: no SVI fit beats it on train
-    mle = float(rows[2]["final_bound_mean"])
-    assert all(float(row["final_bound_mean"]) <= mle + 1e-6 for row in rows[:2])
+    rows = {row["algorithm"]: row for row in _table(out)}
+    assert list(rows) == ["mle", "nuts", "svi", "trace", "score", "true parameters"]
+    # the exact MLE maximizes the training log-likelihood: no other fit beats it on train
+    mle = float(rows["mle"]["final_bound_mean"])
+    assert all(float(row["final_bound_mean"]) <= mle + 1e-6 for row in rows.values())
+    # svi is SVI with its default ELBO, trace: the same fit from the same seed
+    for metric in ("final_bound_mean", "test_log_likelihood_mean", "gradient_variance_mean"):
+        assert rows["svi"][metric] == rows["trace"][metric]
+    # only SVI fits have gradients to measure
+    assert rows["mle"]["gradient_variance_mean"] == rows["nuts"]["gradient_variance_mean"] == ""
     # InferenceData for the fits with draws (not the exact MLE's point estimate)
     files = sorted(path.name for path in tmp_path.glob("toy.*.nc"))
-    assert files == ["toy.nuts-z-integrated-out.nc", "toy.score.nc", "toy.trace.nc"]
-    nuts = az.from_netcdf(str(tmp_path / "toy.nuts-z-integrated-out.nc"))
+    assert files == ["toy.nuts.nc", "toy.score.nc", "toy.svi.nc", "toy.trace.nc"]
+    nuts = az.from_netcdf(str(tmp_path / "toy.nuts.nc"))
     assert nuts.posterior["a"].shape == (1, 50) and nuts.log_likelihood["x"].shape == (1, 50, 500)
     with warnings.catch_warnings():  # 50 draws: PSIS may warn about its Pareto k
         warnings.simplefilter("ignore")
@@ -83,6 +89,8 @@ def test_compare_toy_has_reference_rows(tmp_path):
     (["--model", "toy", "--inference", "trace,trace"], "distinct"),
     (["--model", "toy", "--inference", "trace", "--set", "model.latent_dim=2"], "VAE"),
     (["--model", "toy", "--inference", "trace", "--idata", "post.txt"], "ending in .nc"),
+    (["--model", "toy", "--inference", "svi,vi"], "unknown inference vi"),
+    (["--model", "vae", "--inference", "trace", "--reference"], "no known parameters"),
 ])
 def test_compare_bad_input_exits_2_with_one_line(argv, message, tmp_path, capsys):
     code = main(["compare", *argv, "--out", str(tmp_path / "bad")])

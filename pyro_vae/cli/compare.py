@@ -1,15 +1,56 @@
-"""``pyro-vae compare``."""
+"""``pyro-vae compare``: the parser; the comparison is :mod:`pyro_vae.experiments.compare`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
-from ..experiments import compare as experiment
-from .common import add_reporting
+from ..experiments.compare import run_compare
+from ..experiments.compare_models import COMPARE_MODELS, CompareRun
+from .common import add_idata, add_out, add_reporting
 
 __all__ = ["add_command"]
 
 
+def _compare(args: argparse.Namespace) -> dict[str, Any]:
+    names = [name.strip() for name in args.inference.split(",") if name.strip()]
+    return run_compare(CompareRun(
+        model=args.model, inference=names, out=args.out, overwrite=args.overwrite,
+        seeds=args.seeds, particles=args.particles, eval_particles=args.eval_particles,
+        epochs=args.epochs, config=args.config, overrides=list(args.set),
+        reference=args.reference, idata=args.idata,
+    ))
+
+
 def add_command(commands: argparse._SubParsersAction) -> None:
     """Add ``pyro-vae compare`` to the CLI's subcommands."""
-    experiment.add_command(commands, add_reporting)
+    parser = commands.add_parser(
+        "compare", help="run inference algorithms side by side on one model",
+        description="Train each algorithm on the same data, seeds and budget; write one table "
+                    "(CSV, Markdown, PNG) of mean and sd over seeds, one row per algorithm.",
+    )
+    parser.add_argument("--model", required=True, choices=COMPARE_MODELS.names())
+    parser.add_argument("--inference", required=True, metavar="A,B,C",
+                        help="vae: ELBO names (e.g. trace,meanfield,iwae,renyi); toy: routes "
+                             "mle,svi,nuts,nuts-latent and ELBO names (SVI with that ELBO); "
+                             "gmm: map,vi,nuts")
+    parser.add_argument("--reference", action="store_true",
+                        help="toy, gmm: add a row for the true parameters of the simulated "
+                             "data (off by default: one row per name asked)")
+    parser.add_argument("--config", type=Path, help="VAE config (TOML)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one VAE config entry (repeatable)")
+    parser.add_argument("--epochs", type=int,
+                        help="epochs (vae; default from the config), SVI steps (toy, default "
+                             "300), steps / draws (gmm, default 200)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per algorithm")
+    parser.add_argument("--particles", type=int, default=5,
+                        help="particles per step for every ELBO (K of iwae and renyi)")
+    parser.add_argument("--eval-particles", type=int, default=1000,
+                        help="K of the VAE's importance-sampled test log-likelihood")
+    add_out(parser, Path("runs/compare"), "folder for comparison.csv/.md/.png and metrics.json")
+    add_idata(parser, "write each algorithm's seed-0 posterior as ArviZ InferenceData to "
+                      "FILE.<algorithm>.nc (algorithms with posterior draws)")
+    add_reporting(parser)
+    parser.set_defaults(func=_compare)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from .state import FitResult, Progress, set_lr, set_rng_state
+from .state import FitResult, Progress, rng_state, set_lr, set_rng_state
 
 __all__ = [
     "FORMAT_VERSION",
@@ -25,6 +25,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "previous_checkpoint",
+    "checkpoint_payload",
     "restore",
 ]
 
@@ -112,3 +113,26 @@ def restore(payload: dict[str, Any], model, guide, optimizer, result: FitResult)
         raise UserError(f"cannot resume from this checkpoint ({first})") from None
     set_lr(optimizer, state.lr)
     return state
+
+
+def checkpoint_payload(model, guide, optimizer, state: Progress, result: FitResult,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``fit`` saves: ``extra`` (config, data shape), the states, the position, metrics.
+
+    :func:`restore` reads it back into live objects.
+    """
+    return {
+        **(extra or {}),
+        "epoch": state.epoch,
+        "model_state": model.state_dict(),
+        "guide_state": guide.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "train_state": state.state(),
+        "rng_state": rng_state(),
+        "metrics": {
+            "elbo": result.elbo,
+            "train_elbo": result.train_elbo,
+            "test_elbo": result.test_elbo,
+            "seconds_per_epoch": result.seconds_per_epoch,
+        },
+    }

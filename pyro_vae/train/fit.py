@@ -36,9 +36,9 @@ from pyro import poutine
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..elbos import FUSED, FreeBitsELBO, ScaleLatents, importance_estimate, make_elbo, resolve_elbo
+from ..elbos import ScaleLatents, importance_estimate
 from ..rng import forked_rng
-from .checkpoint import restore, save_checkpoint
+from .checkpoint import checkpoint_payload, restore, save_checkpoint
 from .guards import (
     CHECK_EVERY,
     TrainingInterrupted,
@@ -47,7 +47,8 @@ from .guards import (
     roll_back,
     tally,
 )
-from .state import FitResult, Progress, rng_state
+from .objective import training_objective
+from .state import FitResult, Progress
 from .step import svi_step
 
 __all__ = ["PRECISIONS", "fit"]
@@ -143,25 +144,9 @@ def fit(
     # on forked generators, so that training draws the seed's random numbers from the first
     with torch.no_grad(), poutine.trace(), forked_rng(x_train):
         guide(x_train[:batch_size], n=n)
-    fused = elbo == "auto"
-    if fused:
-        elbo = resolve_elbo(model, guide, x_train[:batch_size], n=n)
-    if free_bits > 0:
-        if elbo not in ("trace", "meanfield"):
-            raise ValueError(f"free bits work with elbo 'trace' or 'meanfield', not {elbo!r}")
-        loss_fn = FreeBitsELBO(
-            free_bits,
-            analytic=elbo == "meanfield",
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            max_plate_nesting=1,
-        )
-    else:
-        loss_fn = make_elbo(FUSED[elbo] if fused else elbo, num_particles)
-    if distributed:
-        from .distributed import DataParallelELBO  # torch.distributed only when asked for
-
-        loss_fn = DataParallelELBO(loss_fn, model, guide)
+    loss_fn, elbo = training_objective(
+        model, guide, x_train[:batch_size], n, elbo, num_particles, free_bits, distributed
+    )
     autocast = torch.autocast(
         x_train.device.type, dtype=PRECISIONS[precision], enabled=precision != "float32"
     )
@@ -186,22 +171,7 @@ def fit(
         if not all_finite(params):  # never write a diverged model over a good one
             return
         save_checkpoint(
-            checkpoint,
-            {
-                **(checkpoint_extra or {}),
-                "epoch": state.epoch,
-                "model_state": model.state_dict(),
-                "guide_state": guide.state_dict(),
-                "optimizer_state": optimizer.state_dict(),
-                "train_state": state.state(),
-                "rng_state": rng_state(),
-                "metrics": {
-                    "elbo": result.elbo,
-                    "train_elbo": result.train_elbo,
-                    "test_elbo": result.test_elbo,
-                    "seconds_per_epoch": result.seconds_per_epoch,
-                },
-            },
+            checkpoint, checkpoint_payload(model, guide, optimizer, state, result, checkpoint_extra)
         )
 
     last_good = snapshot()
@@ -252,23 +222,8 @@ def fit(
                     raise TrainingInterrupted(result.checkpoint)
             else:  # the epoch ran to its end (no rollback)
                 bar.close()
-                seconds = time.perf_counter() - start
-                state.examples += state.seen
-                state.train_seconds += seconds
-                result.seconds_per_epoch.append(seconds)
-                result.train_elbo.append(-state.total / state.seen if state.seen else math.nan)
-                if x_test is not None:  # on forked generators: watching does not change a run
-                    with forked_rng(x_test):
-                        test = importance_estimate(model, guide, x_test, num_particles=1)
-                    result.test_elbo.append(test.elbo.mean().item())
-                if progress:
-                    test_text = (
-                        f"  test ELBO {result.test_elbo[-1]:.2f}" if result.test_elbo else ""
-                    )
-                    tqdm.write(
-                        f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}"
-                        f"{test_text}  ({seconds:.2f} s)"
-                    )
+                _close_epoch(state, result, time.perf_counter() - start, model, guide, x_test,
+                             progress, epoch)
                 state.epoch, state.step, state.order = epoch, 0, None
                 state.total, state.seen = 0.0, 0
                 if checkpoint is not None:
@@ -280,3 +235,18 @@ def fit(
     return result
 
 
+def _close_epoch(state: Progress, result: FitResult, seconds: float, model, guide,
+                 x_test: torch.Tensor | None, progress: bool, epoch: int) -> None:
+    """Record a finished epoch: its time, train ELBO and test ELBO; print them if asked."""
+    state.examples += state.seen
+    state.train_seconds += seconds
+    result.seconds_per_epoch.append(seconds)
+    result.train_elbo.append(-state.total / state.seen if state.seen else math.nan)
+    if x_test is not None:  # on forked generators: watching does not change a run
+        with forked_rng(x_test):
+            test = importance_estimate(model, guide, x_test, num_particles=1)
+        result.test_elbo.append(test.elbo.mean().item())
+    if progress:
+        test_text = f"  test ELBO {result.test_elbo[-1]:.2f}" if result.test_elbo else ""
+        tqdm.write(f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}{test_text}"
+                   f"  ({seconds:.2f} s)")

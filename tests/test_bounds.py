@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from pyro_vae.elbos import ELBOS, IWAEBound, RenyiBound, make_elbo
-from pyro_vae.rng import single_thread
 from pyro_vae.train import fit
 
 M0, S0, SX = 1.0, 1.5, 0.8
@@ -64,13 +63,6 @@ def data():
     g = torch.Generator().manual_seed(1)
     z = M0 + S0 * torch.randn(200, DIM, generator=g, dtype=torch.float64)
     return z + SX * torch.randn(200, DIM, generator=g, dtype=torch.float64)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention (as in ``pyro-vae toy``)."""
-    with single_thread():
-        yield
 
 
 @pytest.mark.parametrize("name", ELBOS.names())

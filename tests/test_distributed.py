@@ -13,9 +13,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import tiny_vae
 
-from pyro_vae.build import build_vae
-from pyro_vae.config import load_config
 from pyro_vae.elbos import make_elbo
 from pyro_vae.train import fit
 from pyro_vae.train.distributed import DataParallelELBO, free_port, shard
@@ -25,9 +24,8 @@ ELBO_NAMES = ("trace", "fused")
 
 
 def tiny_pair():
-    config = load_config(None, ['guide.name="delta"', "model.latent_dim=3", "model.hidden=[8]"])
     pyro.set_rng_seed(SEED)
-    return build_vae(config, D)
+    return tiny_vae(D, 'guide.name="delta"')
 
 
 def data() -> torch.Tensor:

@@ -13,10 +13,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import tiny_vae
 from pyro import poutine
 
-from pyro_vae.build import build_vae
-from pyro_vae.config import load_config
 from pyro_vae.elbos import ELBOS, make_elbo
 from pyro_vae.elbos.fused import FusedELBO
 from pyro_vae.guides import GUIDES
@@ -29,12 +28,9 @@ COMBOS = list(itertools.product(PRIORS.names(), LIKELIHOODS.names(), GUIDES.name
 
 
 def tiny_pair(prior="normal", likelihood="bernoulli", guide="gaussian"):
-    config = load_config(None, [
-        f'prior.name="{prior}"', f'likelihood.name="{likelihood}"', f'guide.name="{guide}"',
-        f"model.latent_dim={LATENT}", "model.hidden=[8]",
-    ])
     try:
-        return build_vae(config, D)
+        return tiny_vae(D, f'prior.name="{prior}"', f'likelihood.name="{likelihood}"',
+                        f'guide.name="{guide}"', latent_dim=LATENT)
     except ValueError as exc:  # e.g. the vamp prior needs a Gaussian encoder
         pytest.skip(f"{prior}/{likelihood}/{guide} does not build: {exc}")
 

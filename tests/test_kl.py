@@ -11,12 +11,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import tiny_vae
 from pyro import poutine
 from scipy.integrate import quad
 from torch.distributions import kl_divergence
 
-from pyro_vae.build import build_vae
-from pyro_vae.config import load_config
 from pyro_vae.elbos import FreeBitsELBO, ScaleLatents, importance_estimate, make_elbo, resolve_elbo
 from pyro_vae.experiments.vae import TrainedVAE, evaluate_vae
 from pyro_vae.likelihoods import (
@@ -33,8 +32,7 @@ D, LATENT = 64, 3
 
 
 def pair(*overrides):
-    config = load_config(None, [f"model.latent_dim={LATENT}", "model.hidden=[16]", *overrides])
-    return build_vae(config, D)
+    return tiny_vae(D, *overrides, latent_dim=LATENT, hidden=16)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from conftest import tiny_vae
 
-from pyro_vae.build import build_vae
 from pyro_vae.cli import main
 from pyro_vae.config import load_config
 from pyro_vae.errors import UserError
@@ -195,8 +195,7 @@ class _NaNAt(torch.nn.Module):
 
 
 def _tiny_pair():
-    config = load_config(None, ["model.latent_dim=2", "model.hidden=[16]"])
-    return build_vae(config, 64)
+    return tiny_vae(64, latent_dim=2, hidden=16)
 
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN")  # Pyro's own notice of the fault

@@ -4,10 +4,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import tiny_vae
 from pyro import poutine
 
-from pyro_vae.build import build_vae
-from pyro_vae.config import load_config
 from pyro_vae.elbos import importance_estimate, log_importance_weights, make_elbo
 from pyro_vae.lecture.plain_vae import lecture_loss
 from pyro_vae.train import fit
@@ -17,8 +16,7 @@ D, LATENT = 784, 8
 
 @pytest.fixture
 def pair():
-    config = load_config(None, [f"model.latent_dim={LATENT}", "model.hidden=[32]"])
-    return build_vae(config, D)
+    return tiny_vae(D, latent_dim=LATENT, hidden=32)
 
 
 @pytest.fixture
@@ -113,7 +111,7 @@ def test_watching_the_test_elbo_does_not_change_training(mnist5k):
     for watched in (None, x_test):
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
-        model, guide = build_vae(load_config(None, ["model.latent_dim=2", "model.hidden=[8]"]), D)
+        model, guide = tiny_vae(D, latent_dim=2)
         fit(model, guide, x_train, x_test=watched, epochs=2, batch_size=32, progress=False)
         trained.append([p.detach().clone() for m in (model, guide) for p in m.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))

@@ -14,14 +14,8 @@ from pyro_vae.lecture.gaussian_mle import gaussian_mle, gaussian_mle_adam, gauss
 from pyro_vae.lecture.gradients import compare_gradient_estimators
 from pyro_vae.lecture.kl import kl_diag_normal, kl_monte_carlo, kl_normal, monte_carlo_error
 from pyro_vae.models.uniform_scale import UniformScale
-from pyro_vae.rng import single_thread
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds wake-up latency."""
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from pyro_vae.guides.uniform_scale import (
 )
 from pyro_vae.inference.uniform_scale import (
     ToyOptions,
-    elbo_identity,
     fit_mle,
     fit_nuts,
     fit_nuts_latent,
@@ -26,22 +25,17 @@ from pyro_vae.inference.uniform_scale import (
     moment_estimate,
     simulate,
 )
+from pyro_vae.lecture.elbo_identity import elbo_identity
 from pyro_vae.models.uniform_scale import (
     UniformScale,
     UniformScaleMarginal,
     log_e1_difference,
     log_marginal_quadrature,
 )
-from pyro_vae.rng import single_thread
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 THETAS = [(0.5, 2.0, 1.0), (1.0, 3.0, -2.0), (0.05, 0.1, 10.0), (2.0, 20.0, 0.0)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds wake-up latency."""
-    with single_thread():
-        yield
 
 
 @pytest.mark.parametrize("a,b,mu", THETAS)
@@ -96,7 +90,6 @@ def test_gradient_at_the_mode_is_the_limit():
     assert grads[0].item() == pytest.approx(-1 / (0.5 * log_ratio) + 1 / 1.5, rel=1e-12)
     assert grads[1].item() == pytest.approx(1 / (2.0 * log_ratio) - 1 / 1.5, rel=1e-12)
     assert grads[2].item() == 0.0
-
 
 
 def test_a_collapsed_interval_gives_the_normal_at_z_equal_a_with_finite_gradients():
@@ -265,13 +258,11 @@ def test_nuts_posterior_covers_the_truth(route):
 ])
 def test_log_e1_difference_is_accurate_where_it_cancels_or_overflows(c, a, b):
     """log(E1(c/b^2) - E1(c/a^2)) against 50-digit mpmath, with no floating-point warning."""
-    from pyro_vae.models.uniform_scale import _log_e1_difference_numpy
-
     mpmath = pytest.importorskip("mpmath")
     with mpmath.workdps(50):
         c_, a_, b_ = (mpmath.mpf(v) for v in (c, a, b))
         exact = float(mpmath.log(mpmath.e1(c_ / b_**2) - mpmath.e1(c_ / a_**2)))
     with np.errstate(over="raise", divide="raise", invalid="raise"):
-        got = _log_e1_difference_numpy(np.array([c]), np.array([a]), np.array([b]))[0]
+        got = log_e1_difference(torch.tensor([c], dtype=torch.float64), a, b)[0].item()
     # the inputs' own rounding (c / b^2 in float64) bounds what any method can reach
     assert got == pytest.approx(exact, rel=1e-10, abs=1e-8)

@@ -1,9 +1,16 @@
-"""The uniform-scale toy model end to end: data -> fit -> exact numbers -> metrics and figures."""
+"""The uniform-scale toy model end to end: data -> fit -> exact numbers -> metrics and figures.
+
+    z ~ Uniform(a, b),  x | z ~ Normal(mu, z)
+
+:func:`run_toy` takes a :class:`ToyRun` (where the data come from, the route's name from
+:data:`pyro_vae.inference.uniform_scale.TOY_INFERENCES`, its budgets, the output paths)
+and returns the metrics it also writes to ``out/metrics.json``; ``pyro-vae toy``
+(:mod:`pyro_vae.cli.toy`) builds the run from its flags and prints the result.
+"""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +22,107 @@ from torch import nn
 from ..elbos import log_importance_weights
 from ..errors import UserError
 from ..guides.uniform_scale import LocalUniformScaleGuide, fit_local_guide
-from ..inference.uniform_scale import (
-    TOY_INFERENCES,
-    ToyFit,
-    ToyOptions,
-    elbo_identity,
-    load_toy_data,
-    parse_simulate,
-    simulate,
-)
+from ..inference.uniform_scale import TOY_INFERENCES, ToyFit, ToyOptions, simulate
+from ..lecture.elbo_identity import elbo_identity
 from ..lecture.gradients import compare_gradient_estimators
 from ..models.uniform_scale import UniformScale, log_marginal_quadrature
 from ..rng import single_thread
 from .runs import prepare_out, write_metrics
 
-__all__ = ["run_toy", "add_command"]
+__all__ = ["Simulation", "ToyRun", "load_toy_data", "run_toy"]
+
+# the routes whose fit has posterior draws to export: NUTS draws theta, SVI's guide draws z
+_ROUTES_WITH_DRAWS = ("svi", "nuts", "nuts-latent")
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """N points drawn from the toy model at a known theta = (a, b, mu), 0 < a < b.
+
+    The run then also reports the true theta's log-likelihood and draws it in the figure.
+    """
+
+    a: float
+    b: float
+    mu: float
+    num_points: int
+
+
+@dataclass
+class ToyRun:
+    """One ``pyro-vae toy`` run.
+
+    Attributes
+    ----------
+    inference : str
+        The route, a name in :data:`~pyro_vae.inference.uniform_scale.TOY_INFERENCES`.
+    data : Path or Simulation
+        A .npy file of N points (:func:`load_toy_data`), or points drawn at a known theta
+        with ``seed``.
+    seed : int
+        Every random number of the run follows from it.
+    out : Path or None
+        Folder for ``metrics.json`` and the three figures; ``None`` writes nothing.
+    overwrite : bool
+        Replace a run already in ``out``.
+    idata : Path or None
+        Where to write ArviZ InferenceData (NetCDF, ``.nc``); routes with draws only.
+    options : ToyOptions
+        The route's budgets.
+    """
+
+    inference: str
+    data: Path | Simulation
+    seed: int = 0
+    out: Path | None = None
+    overwrite: bool = False
+    idata: Path | None = None
+    options: ToyOptions = field(default_factory=ToyOptions)
+
+
+def load_toy_data(path: str | Path) -> torch.Tensor:
+    """A .npy file of N >= 2 finite numbers, shape (N,) or (N, 1) -> float64 tensor (N,).
+
+    Raises :class:`UserError` for a missing or unreadable file, non-numbers, another shape,
+    fewer than 2 points, NaN or infinity, or points that are all equal (no scale to fit).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--data {path}: no such file")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--data {path} is not a readable .npy array ({exc})") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise UserError(f"--data {path} must hold numbers, got {getattr(array, 'dtype', '?')}")
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise UserError(f"--data {path}: expected shape (N,) or (N, 1), got {array.shape}")
+    if array.shape[0] < 2:
+        raise UserError(f"--data {path}: need at least 2 points, got {array.shape[0]}")
+    if not np.isfinite(array).all():
+        raise UserError(f"--data {path} contains NaN or infinite values")
+    if np.ptp(array) == 0:
+        raise UserError(f"--data {path}: all points are equal; a scale cannot be fitted")
+    return torch.as_tensor(array, dtype=torch.float64)
+
+
+def _check(run: ToyRun) -> None:
+    """The run's user errors, raised before any data is read or any fitting starts."""
+    options = run.options
+    for name in ("steps", "num_particles", "warmup", "samples"):
+        if getattr(options, name) < 1:
+            flag = name.replace("_", "-")
+            raise UserError(f"--{flag} must be >= 1, got {getattr(options, name)}")
+    if not options.lr > 0:
+        raise UserError(f"--lr must be positive, got {options.lr}")
+    if run.idata is not None and run.inference not in _ROUTES_WITH_DRAWS:
+        raise UserError("--idata needs posterior draws (--inference svi, nuts or nuts-latent)")
 
 
 def _figure_guide(fitted: ToyFit, x: torch.Tensor, seed: int) -> tuple[nn.Module, torch.Tensor]:
-    """The guide and points for the posterior and identity figures.
+    """The guide and points (41,) for the posterior and identity figures.
 
     The SVI route's own amortized guide on x; for routes without a guide, a per-point
     guide fitted at the fitted theta on a grid of x spanning the data.
@@ -47,6 +136,7 @@ def _figure_guide(fitted: ToyFit, x: torch.Tensor, seed: int) -> tuple[nn.Module
 
 
 def _summarize(fitted: ToyFit, x: torch.Tensor, seed: int) -> dict[str, Any]:
+    """theta, the exact log-likelihood two ways, the guide's ELBO, the fit's time and extras."""
     model = fitted.model
     metrics: dict[str, Any] = {**model.theta()}
     with torch.no_grad():
@@ -68,17 +158,8 @@ def _summarize(fitted: ToyFit, x: torch.Tensor, seed: int) -> dict[str, Any]:
     return metrics
 
 
-def _check_options(options: ToyOptions) -> None:
-    for name in ("steps", "num_particles", "warmup", "samples"):
-        if getattr(options, name) < 1:
-            flag = name.replace("_", "-")
-            raise UserError(f"--{flag} must be >= 1, got {getattr(options, name)}")
-    if not options.lr > 0:
-        raise UserError(f"--lr must be positive, got {options.lr}")
-
-
-def run_toy(args: argparse.Namespace) -> dict[str, Any]:
-    """What ``pyro-vae toy`` runs: data -> fit -> exact numbers -> metrics.json and figures.
+def run_toy(run: ToyRun) -> dict[str, Any]:
+    """Data -> fit -> exact numbers -> metrics (and ``metrics.json``, figures, InferenceData).
 
     The metrics (nats per point; higher is better for both):
 
@@ -87,65 +168,64 @@ def run_toy(args: argparse.Namespace) -> dict[str, Any]:
     ``log_likelihood_quadrature``  the same by adaptive quadrature over z
     ``elbo``, ``elbo_gap``         the guide's mean ELBO and log p(x) - ELBO (SVI only)
     ``seconds``                    wall time of the fit alone
+    ``true_log_likelihood``        exact mean log p(x) at the true theta (simulated data)
     ``identity_max_abs_z``         largest |log p(x) - ELBO - KL| / s.e. on a grid of x
     ``mean_kl_on_grid``            mean KL(q(z|x) || p(z|x)) over that grid
     ``gradient_variance_ratio``    score-function / reparameterized ELBO-gradient variance
-    plus route-specific standard errors (mle), posterior sd, ESS, R-hat, divergences (nuts).
-    """
-    from ..plots import toy as toy_plots  # matplotlib: imported when figures are drawn
+    plus route-specific standard errors (mle), posterior sd, ESS, R-hat, divergences (nuts),
+    and the paths of the files written (``figures``, ``idata``).
 
-    options = ToyOptions(steps=args.steps, lr=args.lr, num_particles=args.num_particles,
-                         warmup=args.warmup, samples=args.samples)
-    _check_options(options)
-    if args.idata is not None and (args.inference == "mle" or args.idata.suffix != ".nc"):
-        raise UserError("--idata needs posterior draws (--inference svi, nuts or nuts-latent) "
-                        "and a file name ending in .nc")
+    Raises :class:`UserError` for bad options or data, before any fitting.
+    """
+    _check(run)
     truth = None
-    if args.simulate is not None:
-        a, b, mu, n = parse_simulate(args.simulate)
-        truth = UniformScale(a, b, mu)
-        x = simulate(a, b, mu, n, seed=args.seed)
-        source = f"simulated a={a} b={b} mu={mu} N={n} seed={args.seed}"
+    if isinstance(run.data, Simulation):
+        sim = run.data
+        truth = UniformScale(sim.a, sim.b, sim.mu)
+        x = simulate(sim.a, sim.b, sim.mu, sim.num_points, seed=run.seed)
+        source = f"simulated a={sim.a} b={sim.b} mu={sim.mu} N={sim.num_points} seed={run.seed}"
     else:
-        x = load_toy_data(args.data)
-        source = str(args.data)
-    out = prepare_out(args.out, args.overwrite) if args.out is not None else None
+        x = load_toy_data(run.data)
+        source = str(run.data)
+    out = prepare_out(run.out, run.overwrite) if run.out is not None else None
     with single_thread():
-        fitted = TOY_INFERENCES.get(args.inference)(x, seed=args.seed, options=options)
-        metrics = {"inference": args.inference, "data": source, "num_points": x.shape[0],
-                   **_summarize(fitted, x, args.seed)}
+        fitted = TOY_INFERENCES.get(run.inference)(x, seed=run.seed, options=run.options)
+        metrics = {"inference": run.inference, "data": source, "num_points": x.shape[0],
+                   **_summarize(fitted, x, run.seed)}
         if truth is not None:
             with torch.no_grad():
                 metrics["true_log_likelihood"] = truth.log_marginal(x).mean().item()
-        guide, grid = _figure_guide(fitted, x, args.seed)
-        pyro.set_rng_seed(args.seed)
+        guide, grid = _figure_guide(fitted, x, run.seed)
+        pyro.set_rng_seed(run.seed)
         identity = elbo_identity(fitted.model, guide, grid)
         metrics["identity_max_abs_z"] = identity.z_scores.abs().max().item()
         metrics["mean_kl_on_grid"] = identity.kl.mean().item()
-        pyro.set_rng_seed(args.seed)
+        pyro.set_rng_seed(run.seed)
         params = list(guide.parameters())
         sample = x[:100] if fitted.guide is not None else grid
         gradients = compare_gradient_estimators(fitted.model, guide, sample, params,
                                                 num_repeats=100)
         metrics["gradient_variance_ratio"] = gradients.variance_ratio
         if out is not None:
-            metrics["figures"] = {
-                "fit": str(toy_plots.save_toy_fit(x, fitted.model, out / "fit.png", truth)),
-                "posterior": str(toy_plots.save_posteriors(fitted.model, guide, grid,
-                                                           out / "posterior.png")),
-                "elbo_identity": str(toy_plots.save_elbo_identity(identity,
-                                                                  out / "elbo_identity.png")),
-            }
+            metrics["figures"] = _save_figures(fitted, x, truth, guide, grid, identity, out)
             write_metrics(out, metrics)
-        if args.idata is not None:
-            metrics["idata"] = str(_write_idata(fitted, x, args.idata, args.seed))
+        if run.idata is not None:
+            metrics["idata"] = str(_write_idata(fitted, x, run.idata, run.seed))
             if out is not None:
                 write_metrics(out, metrics)
-    elbo = "" if metrics["elbo"] is None else f"  ELBO {metrics['elbo']:.4f}"
-    print(f"{args.inference}: a={metrics['a']:.4f} b={metrics['b']:.4f} mu={metrics['mu']:.4f}"
-          f"  log p(x) {metrics['log_likelihood']:.4f} nats/point{elbo}"
-          f"  ({metrics['seconds']:.1f} s)")
     return metrics
+
+
+def _save_figures(fitted: ToyFit, x, truth, guide, grid, identity, out: Path) -> dict[str, str]:
+    """fit.png, posterior.png and elbo_identity.png in ``out``: name -> path."""
+    from ..plots import toy as toy_plots  # matplotlib: imported only when figures are drawn
+
+    return {
+        "fit": str(toy_plots.save_toy_fit(x, fitted.model, out / "fit.png", truth)),
+        "posterior": str(toy_plots.save_posteriors(fitted.model, guide, grid,
+                                                   out / "posterior.png")),
+        "elbo_identity": str(toy_plots.save_elbo_identity(identity, out / "elbo_identity.png")),
+    }
 
 
 def _write_idata(fitted: ToyFit, x: torch.Tensor, path: Path, seed: int) -> Path:
@@ -157,30 +237,3 @@ def _write_idata(fitted: ToyFit, x: torch.Tensor, path: Path, seed: int) -> Path
     else:
         idata = toy_inference_data(x, model=fitted.model, guide=fitted.guide, seed=seed)
     return save_inference_data(idata, path)
-
-
-def add_command(commands: argparse._SubParsersAction, common: Callable) -> None:
-    """Add ``pyro-vae toy`` to the CLI's subcommands."""
-    parser = commands.add_parser(
-        "toy", help="fit the toy model z ~ Uniform(a, b), x | z ~ Normal(mu, z)",
-        description="Fit theta = (a, b, mu) of the uniform-scale toy model; report the exact "
-                    "log-likelihood per point at the fitted theta.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, metavar="PATH.npy", help="1-D array of N points")
-    source.add_argument("--simulate", metavar="a,b,mu,N", help="draw N points at this theta")
-    parser.add_argument("--inference", required=True, choices=TOY_INFERENCES.names())
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="folder for metrics.json and figures")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    parser.add_argument("--idata", type=Path, metavar="FILE.nc",
-                        help="write ArviZ InferenceData (posterior, predictive, log-likelihood)")
-    defaults = ToyOptions()
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="SVI steps")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="SVI learning rate")
-    parser.add_argument("--num-particles", type=int, default=defaults.num_particles,
-                        help="ELBO particles per SVI step")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="NUTS warmup steps")
-    parser.add_argument("--samples", type=int, default=defaults.samples, help="NUTS samples")
-    common(parser)
-    parser.set_defaults(func=run_toy)

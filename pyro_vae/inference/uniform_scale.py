@@ -1,8 +1,8 @@
-"""The uniform-scale toy model end to end, and the ``pyro-vae toy`` command.
+"""Routes to theta = (a, b, mu) of the uniform-scale toy model.
 
-    z ~ Uniform(a, b),  x | z ~ Normal(mu, z)
+    z ~ Uniform(a, b),  x | z ~ Normal(mu, z),  0 < a < b
 
-Four routes to theta = (a, b, mu), chosen by name from :data:`TOY_INFERENCES`:
+Four routes, chosen by name from :data:`TOY_INFERENCES`:
 
 ``mle``          exact maximum likelihood: L-BFGS on the E1 closed form of log p(x);
                  standard errors from the observed information (the Hessian).
@@ -12,8 +12,9 @@ Four routes to theta = (a, b, mu), chosen by name from :data:`TOY_INFERENCES`:
 ``nuts-latent``  NUTS over theta and all N latent z (as z = a + (b - a) w, w ~ U(0, 1),
                  because HMC needs a support that does not move with theta).
 
-Whatever the route, the reported ``log_likelihood`` is the exact mean log p(x) per
-point at the fitted theta, so the routes are compared on one honest number.
+Each route is ``fit(x, seed=0, options=None) -> ToyFit`` for data x of shape (N,),
+float64; :mod:`pyro_vae.experiments.toy` reports the exact mean log p(x) per point at the
+fitted theta whatever the route, so the routes are compared on one honest number.
 """
 
 from __future__ import annotations
@@ -21,26 +22,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide import init_to_value
 from torch import nn
 
-from ..elbos import log_importance_weights
-from ..errors import UserError
-from ..guides.uniform_scale import (
-    AmortizedUniformScaleGuide,
-    kl_to_posterior,
-)
+from ..guides.uniform_scale import AmortizedUniformScaleGuide
 from ..models.uniform_scale import (
     UniformScale,
     UniformScaleMarginal,
-    check_theta,
     latent_model,
     marginal_model,
 )
@@ -52,16 +45,12 @@ __all__ = [
     "TOY_INFERENCES",
     "ToyOptions",
     "ToyFit",
-    "ElboIdentity",
-    "parse_simulate",
-    "load_toy_data",
     "simulate",
     "moment_estimate",
     "fit_mle",
     "fit_svi",
     "fit_nuts",
     "fit_nuts_latent",
-    "elbo_identity",
 ]
 
 TOY_INFERENCES = Registry("toy inference")
@@ -69,7 +58,11 @@ TOY_INFERENCES = Registry("toy inference")
 
 @dataclass
 class ToyOptions:
-    """Budgets of the iterative routes (``mle`` needs none)."""
+    """Budgets of the iterative routes (``mle`` needs none).
+
+    ``steps``, ``lr``, ``num_particles`` and ``elbo`` are the ``svi`` route's; ``warmup``
+    and ``samples`` those of ``nuts`` and ``nuts-latent`` (one chain).
+    """
 
     steps: int = 1500  # SVI steps, each on the full data
     lr: float = 0.02
@@ -81,53 +74,31 @@ class ToyOptions:
 
 @dataclass
 class ToyFit:
-    """A fitted model, its guide where the route has one, wall time and route-specific numbers."""
+    """What a route returns.
+
+    Attributes
+    ----------
+    model : UniformScale
+        The model at the fitted theta (the posterior mean for the NUTS routes).
+    guide : nn.Module or None
+        q(z | x) where the route trains one (``svi``: :class:`AmortizedUniformScaleGuide`).
+    seconds : float
+        Wall time of the fit alone.
+    extra : dict
+        Route-specific numbers: standard errors (``mle``), the last training ELBO (``svi``),
+        posterior sd, ESS, R-hat and divergences (NUTS).
+    draws : dict of (chain, draw) tensors, or None
+        Posterior draws of ``a``, ``b``, ``mu`` (NUTS routes).
+    training : FitResult or None
+        The ``svi`` route's record of its steps.
+    """
 
     model: UniformScale
     guide: nn.Module | None
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
-    draws: dict[str, torch.Tensor] | None = None  # posterior draws of a, b, mu: (chain, draw)
-    training: FitResult | None = None  # the SVI route's record of its steps
-
-
-def parse_simulate(spec: str) -> tuple[float, float, float, int]:
-    """``"a,b,mu,N"`` -> (a, b, mu, N) with 0 < a < b and N >= 2; :class:`UserError` otherwise."""
-    parts = [p.strip() for p in spec.split(",")]
-    if len(parts) != 4:
-        raise UserError(f"--simulate wants a,b,mu,N (four numbers), got {spec!r}")
-    try:
-        a, b, mu, n_float = (float(p) for p in parts)
-    except ValueError:
-        raise UserError(f"--simulate wants four numbers a,b,mu,N, got {spec!r}") from None
-    check_theta(a, b, mu)
-    if not (math.isfinite(n_float) and n_float == int(n_float) and n_float >= 2):
-        raise UserError(f"--simulate: N must be a whole number >= 2, got {parts[3]}")
-    return a, b, mu, int(n_float)
-
-
-def load_toy_data(path: str | Path) -> torch.Tensor:
-    """A .npy file of N >= 2 finite numbers, shape (N,) or (N, 1) -> float64 tensor (N,)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--data {path}: no such file")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"--data {path} is not a readable .npy array ({exc})") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-        raise UserError(f"--data {path} must hold numbers, got {getattr(array, 'dtype', '?')}")
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        raise UserError(f"--data {path}: expected shape (N,) or (N, 1), got {array.shape}")
-    if array.shape[0] < 2:
-        raise UserError(f"--data {path}: need at least 2 points, got {array.shape[0]}")
-    if not np.isfinite(array).all():
-        raise UserError(f"--data {path} contains NaN or infinite values")
-    if np.ptp(array) == 0:
-        raise UserError(f"--data {path}: all points are equal; a scale cannot be fitted")
-    return torch.as_tensor(array, dtype=torch.float64)
+    draws: dict[str, torch.Tensor] | None = None
+    training: FitResult | None = None
 
 
 def simulate(a: float, b: float, mu: float, num_points: int, seed: int = 0) -> torch.Tensor:
@@ -151,7 +122,11 @@ def moment_estimate(x: torch.Tensor) -> tuple[float, float, float]:
 
 
 def _observed_information_se(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Asymptotic standard errors of (a, b, mu): sqrt diag of the inverse observed information."""
+    """Asymptotic standard errors of (a, b, mu), shape (3,), at ``theta`` = (a, b, mu) (3,).
+
+    sqrt diag of the inverse observed information, the Hessian of the exact total
+    log-likelihood taken in (a, b, mu) themselves (not the optimizer's unconstrained ones).
+    """
 
     def total_log_lik(t):
         return UniformScaleMarginal(t[0], t[1], t[2]).log_prob(x).sum()
@@ -162,7 +137,12 @@ def _observed_information_se(x: torch.Tensor, theta: torch.Tensor) -> torch.Tens
 
 @TOY_INFERENCES.register("mle")
 def fit_mle(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -> ToyFit:
-    """Exact maximum likelihood: L-BFGS on mean log p(x) in the unconstrained parameters."""
+    """Exact maximum likelihood: L-BFGS on mean log p(x) in the unconstrained parameters.
+
+    Deterministic: ``seed`` and ``options`` are accepted for the common signature only.
+    ``extra`` holds ``a_se``, ``b_se``, ``mu_se``, the square roots of the diagonal of the
+    inverse observed information -d^2 sum_i log p(x_i) / d theta^2 at the maximum.
+    """
     start = time.perf_counter()
     model = UniformScale(*moment_estimate(x))
     optimizer = torch.optim.LBFGS(
@@ -201,7 +181,8 @@ def fit_svi(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -
                   training=result)
 
 
-def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions) -> ToyFit:
+def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions | None) -> ToyFit:
+    """One NUTS chain over ``model_fn(x)`` from the moment estimate; theta = posterior mean."""
     options = options or ToyOptions()
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
@@ -238,34 +219,3 @@ def fit_nuts(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) 
 def fit_nuts_latent(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -> ToyFit:
     """NUTS over theta and the N latent scales; theta = posterior mean."""
     return _run_nuts(latent_model, x, seed, options)
-
-
-@dataclass
-class ElboIdentity:
-    """Per point (B,): exact log p(x), Monte Carlo ELBO and its standard error, quadrature KL."""
-
-    x: torch.Tensor
-    log_px: torch.Tensor
-    elbo: torch.Tensor
-    elbo_se: torch.Tensor
-    kl: torch.Tensor
-
-    @property
-    def z_scores(self) -> torch.Tensor:
-        """(log p(x) - ELBO - KL) / se(ELBO): standard normal if the identity holds."""
-        return (self.log_px - self.elbo - self.kl) / self.elbo_se
-
-
-@torch.no_grad()
-def elbo_identity(model, guide, x: torch.Tensor, num_particles: int = 4000) -> ElboIdentity:
-    """Check log p(x) = ELBO + KL(q(z|x) || p(z|x)) per point, three independent ways.
-
-    log p(x) from the E1 closed form; the ELBO by Monte Carlo over Pyro's traces of model
-    and guide (:func:`pyro_vae.elbos.log_importance_weights`); KL by Gauss-Hermite
-    quadrature.
-    """
-    w = log_importance_weights(model, guide, x, num_particles)  # (K, B)
-    return ElboIdentity(
-        x, model.log_marginal(x), w.mean(0), w.std(0) / math.sqrt(num_particles),
-        kl_to_posterior(model, guide, x),
-    )

@@ -70,6 +70,12 @@ def _log_e1(u: np.ndarray) -> np.ndarray:
 
 
 def _log_e1_difference_numpy(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log D = log[E1(c / b^2) - E1(c / a^2)], broadcast, in float64; the forward pass.
+
+    Three regimes, each free of cancellation and overflow: c = 0 (the limit 2 log(b / a)),
+    a narrow interval (the midpoint rule), otherwise log E1(u_b) + log1p(-E1(u_a) / E1(u_b)).
+    :func:`log_e1_difference` is the public, differentiable face of this.
+    """
     c, a, b = np.broadcast_arrays(c, a, b)
     out = np.empty(c.shape)
     at_mode = c == 0
@@ -226,10 +232,12 @@ class UniformScale(nn.Module):
 
     @property
     def a(self) -> torch.Tensor:
+        """Lower bound of the scale, softplus(u_a) > 0; a scalar tensor."""
         return softplus(self.raw_a)
 
     @property
     def b(self) -> torch.Tensor:
+        """Upper bound of the scale, a + softplus(u_gap) > a; a scalar tensor."""
         return self.a + softplus(self.raw_gap)
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,8 @@ from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from pyro_vae.data import load_dataset
-from pyro_vae.inference.gmm import fit_gmm, random_mixture, sample_mixture
+from pyro_vae.inference.gmm import fit_gmm
+from pyro_vae.models.gmm_density import random_mixture, sample_mixture
 
 
 @dataclass

@@ -36,7 +36,8 @@ import torch  # noqa: E402
 
 from pyro_vae import load_config, load_dataset, restore_vae, train_vae  # noqa: E402
 from pyro_vae.data import binarize_test_set, fixed_binarization  # noqa: E402
-from pyro_vae.inference.gmm import fit_gmm, sample_mixture  # noqa: E402
+from pyro_vae.inference.gmm import fit_gmm  # noqa: E402
+from pyro_vae.models.gmm_density import sample_mixture  # noqa: E402
 from pyro_vae.plots.common import image_grid, save_figure  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "gmm_vs_vae.png"

@@ -32,8 +32,8 @@ import pyro.distributions as dist
 import torch
 
 from .errors import UserError
-from .inference.gmm import log_marginal, sample_mixture
 from .models.gmm import MixtureParams
+from .models.gmm_density import log_marginal, sample_mixture
 from .models.uniform_scale import UniformScaleMarginal, theta_prior
 
 with warnings.catch_warnings():
@@ -192,8 +192,7 @@ def gmm_inference_data(
 
     def per_draw(params: MixtureParams):
         s = params.weights.shape[0]
-        draws = [MixtureParams(*(None if f is None else f[i] for f in (
-            params.weights, params.locs, params.scales, params.chol_corr))) for i in range(s)]
+        draws = [params.draw(i) for i in range(s)]
         log_lik = torch.stack([log_marginal(x, d) for d in draws])
         predictive = torch.stack([sample_mixture(d, x.shape[0], generator)[0] for d in draws])
         return log_lik, predictive

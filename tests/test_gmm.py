@@ -7,36 +7,33 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import MCMC, NUTS, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDelta, init_to_value
 from scipy import stats
 from sklearn.mixture import GaussianMixture
 
-from pyro_vae.inference import gmm as mixture_fit
 from pyro_vae.inference.gmm import (
     build_model,
-    component_log_density,
-    em,
     fit_gmm,
+    num_parameters,
+    select_components,
+    unconstrained_potential,
+)
+from pyro_vae.inference.gmm_em import em, second_moments
+from pyro_vae.models import gmm_density
+from pyro_vae.models.gmm import GLOBAL_SITES, MixtureParams
+from pyro_vae.models.gmm_density import (
+    component_log_density,
     log_joint,
     log_marginal,
-    num_parameters,
     random_mixture,
     responsibilities,
     sample_mixture,
-    select_components,
 )
-from pyro_vae.models.gmm import GLOBAL_SITES, MixtureParams
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors gain nothing from intra-op threads, and on a shared 2-core machine the
-    second thread's spin-waiting made NUTS 14x slower (measured): run these tests on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors, and NUTS: on the shared 2-core machine a second intra-op thread's
+# spin-waiting made NUTS 14x slower (measured)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _simulate(k, d, n, *, full, separation=4.0, seed=0):
@@ -81,7 +78,7 @@ def test_row_blocked_densities_and_moments_match_direct_ones(monkeypatch):
     truth, x, _ = _simulate(3, 4, 50, full=True)
     model = build_model(x, 3, "full")
     resp = responsibilities(x, truth)
-    monkeypatch.setattr(mixture_fit, "_BLOCK_ELEMENTS", 25)  # K D = 12: two points per block
+    monkeypatch.setattr(gmm_density, "BLOCK_ELEMENTS", 25)  # K D = 12: two points per block
 
     def densities_and_gradients(density):
         locs, scales = truth.locs.clone().requires_grad_(), truth.scales.clone().requires_grad_()
@@ -94,7 +91,7 @@ def test_row_blocked_densities_and_moments_match_direct_ones(monkeypatch):
         lambda p: model.component_distribution(p).log_prob(x[:, None, :]))
     for ours, theirs in zip(blocked, direct, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(mixture_fit._second_moments(x, resp),
+    torch.testing.assert_close(second_moments(x, resp),
                                torch.einsum("nk,nd,ne->kde", resp, x, x), rtol=1e-12, atol=1e-12)
 
 
@@ -152,15 +149,14 @@ def test_heldout_log_likelihood_matches_sklearn_em(covariance):
     assert log_marginal(x, fitted.params).mean().item() >= sk.score(x.numpy()) - 0.01
 
 
-def test_abandoned_restarts_would_not_have_won(monkeypatch):
+def test_abandoned_restarts_would_not_have_won():
     """EM abandons a restart stuck far below the best finished one; run to the end it stays
     there, and the fit is the one EM gives without abandoning anything."""
     truth = random_mixture(4, 30, separation=1.0, anisotropy=3.0, full=True, seed=1)
     x, _ = sample_mixture(truth, 3000, torch.Generator().manual_seed(1))
     model = build_model(x, 4, "full")
     params, info = em(x, model, restarts=3, seed=0)
-    monkeypatch.setattr(mixture_fit, "_CATCH_UP", math.inf)  # no restart is ever abandoned
-    params_all, info_all = em(x, model, restarts=3, seed=0)
+    params_all, info_all = em(x, model, restarts=3, seed=0, catch_up=math.inf)  # none abandoned
     runs, runs_all = info["restarts"], info_all["restarts"]
     abandoned = [r for r, run in enumerate(runs) if run["abandoned"]]
     assert abandoned and not any(run["abandoned"] for run in runs_all)
@@ -204,6 +200,9 @@ def test_vi_route_gives_posterior_draws_near_the_map():
     pyro.set_rng_seed(0)
     fitted = fit_gmm(x, 2, "diag", "vi", restarts=1, steps=150, num_draws=50)
     assert fitted.samples.locs.shape == (50, 2, 2)
+    one = fitted.samples.draw(7)  # one draw of the batch: every field indexed alike
+    assert one.weights.shape == (2,) and one.chol_corr is None
+    torch.testing.assert_close(one.scales, fitted.samples.scales[7])
     torch.testing.assert_close(fitted.params.locs, truth.ordered().locs, atol=0.4, rtol=0)
     map_fit = fit_gmm(x, 2, "diag", "map", restarts=1)
     # posterior predictive and plug-in log-likelihoods agree closely on a well-posed problem
@@ -223,10 +222,6 @@ def test_nuts_rhat_of_ordered_means_below_1_05():
 
 def test_closed_form_nuts_potential_is_the_traced_models():
     """Same seed, same start: NUTS on the Pyro model and on the closed-form potential agree."""
-    from pyro.infer import MCMC, NUTS
-
-    from pyro_vae.inference.gmm import _unconstrained_potential
-
     truth, x, _ = _simulate(2, 2, 100, full=False, separation=5.0, seed=2)
     model = build_model(x, 2, "diag")
     start = truth.ordered()
@@ -235,7 +230,7 @@ def test_closed_form_nuts_potential_is_the_traced_models():
                        init_strategy=init_to_value(values=start.sites())),
                   num_samples=4, warmup_steps=0, disable_progbar=True)
     traced.run(x)
-    potential, transforms = _unconstrained_potential(model, x)
+    potential, transforms = unconstrained_potential(model, x)
     pyro.set_rng_seed(0)
     closed = MCMC(NUTS(potential_fn=potential, max_tree_depth=4), num_samples=4, warmup_steps=0,
                   disable_progbar=True,

@@ -4,18 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from pyro_vae.cli import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """See tests/test_gmm.py: one intra-op thread on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors, and NUTS: one intra-op thread on the shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(args, capsys):
@@ -65,35 +58,33 @@ def test_data_and_test_files_with_pca(tmp_path, capsys):
 def _bad_files(tmp_path):
     rng = np.random.default_rng(0)
     good = rng.normal(size=(50, 3))
-    nan = good.copy()
-    nan[3, 1] = np.nan
     inf = good.copy()
     inf[0, 0] = np.inf
     constant = good.copy()
     constant[:, 2] = 1.0
-    for name, array in {"good": good, "nan": nan, "inf": inf, "two_d": good[:, :2],
-                        "constant": constant}.items():
+    files = {"good": good, "inf": inf, "two_d": good[:, :2], "constant": constant}
+    for name, array in files.items():
         np.save(tmp_path / f"{name}.npy", array)
-    return {name: str(tmp_path / f"{name}.npy") for name in
-            ("good", "nan", "inf", "two_d", "constant")}
+    return {name: str(tmp_path / f"{name}.npy") for name in files}
 
 
+# NaN data, K = 0, a missing file and a short --simulate are among tests/test_bad_input.py's
+# cases (which also check that no file is lost); these are the mixture's others
 @pytest.mark.parametrize(
     "case, args, says",
     [
-        ("nan", ["--data", "{nan}", "-k", "2"], "NaN or infinite"),
         ("inf", ["--data", "{inf}", "-k", "2"], "NaN or infinite"),
-        ("k0", ["--data", "{good}", "-k", "0"], "between 1 and"),
         ("k>n", ["--data", "{good}", "-k", "41"], "between 1 and"),
         ("dims", ["--data", "{good}", "--test", "{two_d}", "-k", "2"], "D=2"),
         ("singular", ["--data", "{constant}", "-k", "2", "--covariance", "full",
                       "--reg-covar", "0"], "singular"),
-        ("missing", ["--data", "{good}.missing.npy", "-k", "2"], "does not exist"),
         ("simulate", ["--simulate", "10,x,2", "-k", "2"], "--simulate"),
         ("restarts", ["--simulate", "100,2,2", "-k", "2", "--restarts", "0"], "--restarts"),
         ("covariance", ["--data", "{good}", "-k", "2", "--covariance", "spherical"],
          "invalid choice"),
         ("route", ["--data", "{good}", "-k", "2", "--inference", "em"], "invalid choice"),
+        ("idata", ["--data", "{good}", "-k", "2", "--inference", "vi", "--idata", "x.txt"],
+         "ending in .nc"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(case, args, says, tmp_path, capsys):

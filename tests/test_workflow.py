@@ -8,7 +8,8 @@ import torch
 from pyro_vae.arviz import az, gmm_inference_data, toy_inference_data
 from pyro_vae.cli import main
 from pyro_vae.inference import uniform_scale as toy
-from pyro_vae.inference.gmm import fit_gmm, num_parameters, random_mixture, sample_mixture
+from pyro_vae.inference.gmm import fit_gmm, num_parameters
+from pyro_vae.models.gmm_density import random_mixture, sample_mixture
 from pyro_vae.rng import single_thread
 
 GROUPS = {"posterior", "posterior_predictive", "log_likelihood", "observed_data", "prior",

@@ -14,6 +14,10 @@ The hyperparameters are weak and read off the data (:meth:`GMMPriors.from_data`)
 posterior mode sits within O(1/N) of the maximum-likelihood fit that scikit-learn's EM finds.
 The assignment site carries ``infer={"enumerate": "parallel"}`` (what ``config_enumerate``
 sets), so ``TraceEnum_ELBO(max_plate_nesting=1)`` and ``NUTS`` sum it out exactly.
+
+The same terms in closed form (the component densities, the marginal with z summed out, the
+responsibilities, the log joint) and sampling without a Pyro trace are in
+:mod:`pyro_vae.models.gmm_density`; the fitting routes in :mod:`pyro_vae.inference.gmm`.
 """
 
 from __future__ import annotations
@@ -90,10 +94,12 @@ class MixtureParams:
 
     @property
     def num_components(self) -> int:
+        """K, the number of components."""
         return self.weights.shape[-1]
 
     @property
     def dim(self) -> int:
+        """D, the dimension of the data."""
         return self.locs.shape[-1]
 
     def scale_tril(self) -> torch.Tensor:
@@ -129,7 +135,17 @@ class MixtureParams:
         chol = None if self.chol_corr is None else take(self.chol_corr, 2)
         return MixtureParams(take(self.weights, 0), take(self.locs, 1), take(self.scales, 1), chol)
 
+    def draw(self, s: int) -> MixtureParams:
+        """The s-th of a batch of draws: every field's leading (S,) dim indexed by ``s``.
+
+        ``weights`` (S, K) -> (K,), ``locs`` and ``scales`` (S, K, D) -> (K, D),
+        ``chol_corr`` (S, K, D, D) -> (K, D, D).
+        """
+        chol = None if self.chol_corr is None else self.chol_corr[s]
+        return MixtureParams(self.weights[s], self.locs[s], self.scales[s], chol)
+
     def to(self, dtype: torch.dtype) -> MixtureParams:
+        """The same parameters in ``dtype``."""
         chol = None if self.chol_corr is None else self.chol_corr.to(dtype)
         return MixtureParams(
             self.weights.to(dtype), self.locs.to(dtype), self.scales.to(dtype), chol
@@ -185,6 +201,7 @@ class GaussianMixtureModel:
 
     @property
     def has_correlations(self) -> bool:
+        """Whether the model draws the ``chol_corr`` site (``full`` with D >= 2)."""
         return self.covariance == "full" and self.dim >= 2
 
     def prior_distributions(self) -> dict[str, dist.Distribution]:

@@ -98,3 +98,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pyro-vae toy: error:") and message in lines[0]
+
+
+def test_an_elbo_name_is_the_svi_route_with_that_elbo(tmp_path, capsys):
+    """``--inference iwae`` is ``--inference svi`` trained with the IWAE bound: the same
+    names as ``compare --model toy``; ``--inference trace`` is ``svi`` itself (its default)."""
+    runs = {}
+    for name in ("svi", "trace", "iwae"):
+        argv = ["toy", "--simulate", "0.5,2.0,1.0,200", "--inference", name, "--steps", "30",
+                "--json"]
+        assert main(argv) == 0
+        runs[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert runs["iwae"]["inference"] == "iwae"
+    for key in ("a", "b", "mu", "elbo", "final_train_elbo"):
+        assert runs["trace"][key] == runs["svi"][key]
+    assert runs["iwae"]["final_train_elbo"] != runs["svi"]["final_train_elbo"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..experiments.toy import Simulation, ToyRun, run_toy
-from ..inference.uniform_scale import TOY_INFERENCES, ToyOptions
+from ..inference.uniform_scale import ToyOptions, toy_inference_names
 from ..models.uniform_scale import check_theta
 from .common import add_idata, add_out, add_reporting, add_seed
 
@@ -64,7 +64,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, metavar="PATH.npy", help="1-D array of N points")
     source.add_argument("--simulate", metavar="a,b,mu,N", help="draw N points at this theta")
-    parser.add_argument("--inference", required=True, choices=TOY_INFERENCES.names())
+    parser.add_argument("--inference", required=True, choices=toy_inference_names(),
+                        help="a route (mle, svi, nuts, nuts-latent) or an ELBO's name (svi with "
+                             "that ELBO)")
     add_seed(parser)
     add_out(parser, None, "folder for metrics.json and figures")
     add_idata(parser, "svi, nuts, nuts-latent: write ArviZ InferenceData (posterior, "

@@ -143,10 +143,6 @@ COMPARE_MODELS.register("vae")(CompareModel(ELBOS.names, compare_vae))
 # ---------------------------------------------------------------------------- toy model
 
 
-def _toy_names() -> list[str]:
-    return sorted({*toy.TOY_INFERENCES.names(), *ELBOS.names()})
-
-
 def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[str, Any]]:
     """Each route (or SVI with each ELBO) on one simulated training and test set.
 
@@ -163,13 +159,11 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     with single_thread():
         for seed in range(run.seeds):
             for name in run.inference:
-                route = name if name in toy.TOY_INFERENCES else "svi"
-                options = toy.ToyOptions(steps=steps, num_particles=run.particles,
-                                         warmup=max(50, steps // 2), samples=max(50, steps // 2))
-                if name in ELBOS:
-                    options.elbo = name
+                route, options = toy.toy_inference(name, toy.ToyOptions(
+                    steps=steps, num_particles=run.particles, warmup=max(50, steps // 2),
+                    samples=max(50, steps // 2)))
                 pyro.clear_param_store()
-                fitted = toy.TOY_INFERENCES.get(route)(x, seed=seed, options=options)
+                fitted = route(x, seed=seed, options=options)
                 with torch.no_grad():
                     test = fitted.model.log_marginal(x_test).mean().item()
                 if fitted.training is not None:  # an SVI fit: its own bound and gradients
@@ -197,7 +191,9 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     return rows
 
 
-COMPARE_MODELS.register("toy")(CompareModel(_toy_names, compare_toy, has_reference=True))
+COMPARE_MODELS.register("toy")(
+    CompareModel(toy.toy_inference_names, compare_toy, has_reference=True)
+)
 
 
 # ---------------------------------------------------------------------------- mixture

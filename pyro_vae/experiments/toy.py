@@ -22,7 +22,7 @@ from torch import nn
 from ..elbos import log_importance_weights
 from ..errors import UserError
 from ..guides.uniform_scale import LocalUniformScaleGuide, fit_local_guide
-from ..inference.uniform_scale import TOY_INFERENCES, ToyFit, ToyOptions, simulate
+from ..inference.uniform_scale import ToyFit, ToyOptions, simulate, toy_inference
 from ..lecture.elbo_identity import elbo_identity
 from ..lecture.gradients import compare_gradient_estimators
 from ..models.uniform_scale import UniformScale, log_marginal_quadrature
@@ -32,7 +32,6 @@ from .runs import prepare_out, write_metrics
 __all__ = ["Simulation", "ToyRun", "load_toy_data", "run_toy"]
 
 # the routes whose fit has posterior draws to export: NUTS draws theta, SVI's guide draws z
-_ROUTES_WITH_DRAWS = ("svi", "nuts", "nuts-latent")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ class ToyRun:
     Attributes
     ----------
     inference : str
-        The route, a name in :data:`~pyro_vae.inference.uniform_scale.TOY_INFERENCES`.
+        A route of :data:`~pyro_vae.inference.uniform_scale.TOY_INFERENCES`, or an ELBO's
+        name (the ``svi`` route with that ELBO).
     data : Path or Simulation
         A .npy file of N points (:func:`load_toy_data`), or points drawn at a known theta
         with ``seed``.
@@ -117,8 +117,9 @@ def _check(run: ToyRun) -> None:
             raise UserError(f"--{flag} must be >= 1, got {getattr(options, name)}")
     if not options.lr > 0:
         raise UserError(f"--lr must be positive, got {options.lr}")
-    if run.idata is not None and run.inference not in _ROUTES_WITH_DRAWS:
-        raise UserError("--idata needs posterior draws (--inference svi, nuts or nuts-latent)")
+    if run.idata is not None and run.inference == "mle":
+        raise UserError("--idata needs posterior draws (--inference svi, an ELBO's name, nuts "
+                        "or nuts-latent)")
 
 
 def _figure_guide(fitted: ToyFit, x: torch.Tensor, seed: int) -> tuple[nn.Module, torch.Tensor]:
@@ -189,7 +190,8 @@ def run_toy(run: ToyRun) -> dict[str, Any]:
         source = str(run.data)
     out = prepare_out(run.out, run.overwrite) if run.out is not None else None
     with single_thread():
-        fitted = TOY_INFERENCES.get(run.inference)(x, seed=run.seed, options=run.options)
+        route, options = toy_inference(run.inference, run.options)
+        fitted = route(x, seed=run.seed, options=options)
         metrics = {"inference": run.inference, "data": source, "num_points": x.shape[0],
                    **_summarize(fitted, x, run.seed)}
         if truth is not None:

@@ -12,6 +12,9 @@ Four routes, chosen by name from :data:`TOY_INFERENCES`:
 ``nuts-latent``  NUTS over theta and all N latent z (as z = a + (b - a) w, w ~ U(0, 1),
                  because HMC needs a support that does not move with theta).
 
+An ELBO's name (a key of :data:`pyro_vae.elbos.ELBOS`) also names a route: ``svi`` with that
+ELBO (:func:`toy_inference`); ``pyro-vae toy`` and ``pyro-vae compare`` accept both kinds.
+
 Each route is ``fit(x, seed=0, options=None) -> ToyFit`` for data x of shape (N,),
 float64; :mod:`pyro_vae.experiments.toy` reports the exact mean log p(x) per point at the
 fitted theta whatever the route, so the routes are compared on one honest number.
@@ -21,7 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyro
@@ -30,6 +34,7 @@ from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide import init_to_value
 from torch import nn
 
+from ..elbos import ELBOS
 from ..guides.uniform_scale import AmortizedUniformScaleGuide
 from ..models.uniform_scale import (
     UniformScale,
@@ -51,6 +56,8 @@ __all__ = [
     "fit_svi",
     "fit_nuts",
     "fit_nuts_latent",
+    "toy_inference",
+    "toy_inference_names",
 ]
 
 TOY_INFERENCES = Registry("toy inference")
@@ -219,3 +226,21 @@ def fit_nuts(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) 
 def fit_nuts_latent(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -> ToyFit:
     """NUTS over theta and the N latent scales; theta = posterior mean."""
     return _run_nuts(latent_model, x, seed, options)
+
+
+def toy_inference_names() -> list[str]:
+    """Every name ``--inference`` accepts for the toy model: the routes and the ELBOs."""
+    return sorted({*TOY_INFERENCES.names(), *ELBOS.names()})
+
+
+def toy_inference(name: str, options: ToyOptions | None = None
+                  ) -> tuple[Callable[..., ToyFit], ToyOptions]:
+    """The route ``name`` asks for and its options: a route of :data:`TOY_INFERENCES` as it is,
+    or an ELBO's name: the ``svi`` route with ``options.elbo = name``."""
+    options = options or ToyOptions()
+    if name in TOY_INFERENCES:
+        return TOY_INFERENCES.get(name), options
+    if name in ELBOS:
+        return fit_svi, replace(options, elbo=name)
+    raise ValueError(f"unknown toy inference {name!r}; choose one of: "
+                     f"{', '.join(toy_inference_names())}")

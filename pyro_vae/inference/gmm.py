@@ -16,14 +16,13 @@ Routes (registry :data:`GMM_ROUTES`), each ``route(x, model, *, seed, **options)
     NUTS on the globals with the assignments summed out, started at the MAP fit.  Its
     potential (:func:`unconstrained_potential`) is the same log joint (the enumerated sum, in
     closed form), mapped to R^n by the priors' ``biject_to`` transforms: the same draws as
-    NUTS on the traced model (tested), without building a Pyro trace per gradient (2.5x
-    faster, measured here).  Every draw is relabelled (:meth:`MixtureParams.ordered`) before
-    any summary or r-hat.
+    NUTS on the traced model (tested), without building a Pyro trace per gradient.  Every
+    draw is relabelled (:meth:`MixtureParams.ordered`) before any summary or r-hat.
 
-Generic SVI on this model is far slower than EM and stops short of its optimum (measured:
-13 s and 1.1 nats/point worse than EM's 0.05 s on 16000 x 10-D points, DESIGN.md); EM on the
-model's own terms matches scikit-learn's EM (``benchmarks/gmm_vs_sklearn.py``).  The
-Bayesian routes are for uncertainty, not for speed.
+Generic SVI on this model is far slower than EM and stops short of its optimum; EM on the
+model's own terms matches scikit-learn's EM (``benchmarks/gmm_vs_sklearn.py``; the
+measurements behind these choices are in ``benchmarks/NOTES.md``).  The Bayesian routes are
+for uncertainty, not for speed.
 
 Model choice: :func:`select_components` scores K by held-out log-likelihood, BIC and AIC
 (:func:`num_parameters` free parameters).

@@ -154,8 +154,7 @@ def second_moments(x: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
 
     Per row block, one (D, rows) x (rows, D) product per component, accumulated in place.
     For small D that beats one (K D, rows) x (rows, D) product for all K, a shape BLAS does
-    badly (measured: 2.1 vs 2.8 ms at 16000 x 10-D, K=5; 4.6 vs 7.0 ms at 100000 x 5-D,
-    K=4); at 50-D the two take the same time.
+    badly; at 50-D the two take the same time (``benchmarks/NOTES.md``).
     """
     k, d = resp.shape[1], x.shape[1]
     total = x.new_zeros(k, d, d)
@@ -210,16 +209,11 @@ def em(
     All k-means starts are drawn first; EM then runs from the tightest partition (lowest
     k-means inertia) to the loosest, and a restart is abandoned once it lies so far below the
     best finished one that ``catch_up`` times its latest per-iteration gain, kept up for
-    all its remaining iterations, would not close the gap.  Restarts stuck in a poor optimum
-    crawl on for 10-20 iterations; abandoning them cut the EM iterations of the 20000 x 50-D,
-    K=4 full benchmark fits from 322 to 211 (20 fits).  It is a heuristic: EM gains usually
-    shrink as a run settles, but can grow again after a slow stretch (when two components
-    pull apart: a run stuck 2.2 nats/point below the best, gaining 0.002 per iteration, was
-    seen to reach the best after 16 more).  Measured: on the benchmark's settings (210
-    fits, 630 restarts, 50 abandoned) and on 800 random small mixtures no winner changed by
-    more than 1e-3 nats/point; in 800 other random mixtures, runs that went on to reach
-    their fit's best optimum were at some iteration behind it by up to 11 x (gain x
-    iterations left): more than 1 x in 24 of them, more than 10 x in one, never 30 x.
+    all its remaining iterations, would not close the gap: restarts stuck in a poor optimum
+    otherwise crawl on for 10-20 iterations.  It is a heuristic: EM gains usually shrink as a
+    run settles, but can grow again after a slow stretch (when two components pull apart);
+    ``catch_up`` = 30 is far above the largest ratio seen in runs that went on to reach their
+    fit's best optimum (``benchmarks/NOTES.md``).
 
     Parameters
     ----------
@@ -249,8 +243,7 @@ def em(
     x_t = x.T.float().contiguous()  # the k-means starts' copy, made once for every restart
     generator = torch.Generator().manual_seed(seed)
     # Lloyd stops once the centres move less than 1e-3 (KMeans: 1e-4) x the mean variance: EM
-    # refines the partition anyway.  Measured on the benchmark's settings (5 seeds each): the
-    # same held-out log-likelihoods (within 1e-5) and EM iterations, diag fits 15-27% faster
+    # refines the partition anyway (same optima, faster: benchmarks/NOTES.md)
     starts = [_kmeans_labels(x_t, model.num_components, generator, 100, 1e-3)
               for _ in range(restarts)]
     best, best_params, runs = None, None, [None] * restarts

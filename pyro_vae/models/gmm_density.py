@@ -42,8 +42,8 @@ LOG_2PI = math.log(2 * math.pi)
 
 # Row blocks keep every per-iteration temporary of the full-covariance E- and M-steps at about
 # this many elements (2 MiB in float64): blocks that small are recycled by malloc, whereas a
-# fresh (N, D) array per component and iteration comes from the kernel page by page
-# (measured: 300k-500k page faults, half the time of a 20000 x 50-D, K=4 full-covariance fit)
+# fresh (N, D) array per component and iteration comes from the kernel page by page (page
+# faults took half the time of large full-covariance fits: benchmarks/NOTES.md)
 BLOCK_ELEMENTS = 1 << 18
 
 

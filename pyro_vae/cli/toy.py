@@ -1,7 +1,7 @@
 """``pyro-vae toy``: fit theta = (a, b, mu) of z ~ Uniform(a, b), x | z ~ Normal(mu, z).
 
-The flags become a :class:`~pyro_vae.experiments.toy.ToyRun`;
-:func:`~pyro_vae.experiments.toy.run_toy` does the work, and this module prints its one
+The flags become a :class:`~pyro_vae.experiments.uniform_scale.ToyRun`;
+:func:`~pyro_vae.experiments.uniform_scale.run_toy` does the work, and this module prints its one
 summary line (``main`` prints the metrics as JSON after it, with ``--json``).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..experiments.toy import Simulation, ToyRun, run_toy
+from ..experiments.uniform_scale import Simulation, ToyRun, run_toy
 from ..inference.uniform_scale import ToyOptions, toy_inference_names
 from ..models.uniform_scale import check_theta
 from .common import add_idata, add_out, add_reporting, add_seed

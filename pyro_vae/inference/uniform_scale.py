@@ -16,7 +16,7 @@ An ELBO's name (a key of :data:`pyro_vae.elbos.ELBOS`) also names a route: ``svi
 ELBO (:func:`toy_inference`); ``pyro-vae toy`` and ``pyro-vae compare`` accept both kinds.
 
 Each route is ``fit(x, seed=0, options=None) -> ToyFit`` for data x of shape (N,),
-float64; :mod:`pyro_vae.experiments.toy` reports the exact mean log p(x) per point at the
+float64; :mod:`pyro_vae.experiments.uniform_scale` reports the exact mean log p(x) per point at the
 fitted theta whatever the route, so the routes are compared on one honest number.
 """
 

@@ -220,7 +220,8 @@ def run_toy(run: ToyRun) -> dict[str, Any]:
 
 def _save_figures(fitted: ToyFit, x, truth, guide, grid, identity, out: Path) -> dict[str, str]:
     """fit.png, posterior.png and elbo_identity.png in ``out``: name -> path."""
-    from ..plots import toy as toy_plots  # matplotlib: imported only when figures are drawn
+    # matplotlib: imported only when figures are drawn
+    from ..plots import uniform_scale as toy_plots
 
     return {
         "fit": str(toy_plots.save_toy_fit(x, fitted.model, out / "fit.png", truth)),

@@ -11,16 +11,18 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from .config import RunConfig
+from .errors import UserError
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .models.vae import VAE
 from .nets import NETWORKS
 from .priors import PRIORS
 
-__all__ = ["build_vae"]
+__all__ = ["build_vae", "init_decoder_bias"]
 
 
 def _build(factory: Callable, available: dict[str, Any]):
@@ -70,3 +72,19 @@ def build_vae(
         dict(vars(config.prior), latent_dim=latent, data_dim=data_dim, guide=guide),
     )
     return VAE(prior, decoder, likelihood), guide
+
+
+def init_decoder_bias(model: VAE, config: RunConfig, pixel_mean: torch.Tensor) -> None:
+    """Start the decoder's output bias at logit(mean pixel) (Burda et al., 2016).
+
+    With the Bernoulli likelihood the decoder's outputs are logits, so at the start every
+    image is predicted as the training set's mean image whatever z is, and the first steps
+    are not spent learning it.  ``pixel_mean`` (D,) is the mean of the training images.
+    """
+    last = model.decoder[-1] if isinstance(model.decoder, nn.Sequential) else None
+    if config.likelihood.name != "bernoulli" or not isinstance(last, nn.Linear) \
+            or last.out_features != pixel_mean.shape[-1]:
+        raise UserError("model.decoder_bias = 'data_mean' needs the bernoulli likelihood and a "
+                        "decoder whose last layer is linear with one output per pixel (mlp)")
+    with torch.no_grad():
+        last.bias.copy_(torch.logit(pixel_mean.clamp(1e-3, 1 - 1e-3)))

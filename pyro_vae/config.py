@@ -25,6 +25,7 @@ from .likelihoods import LIKELIHOODS, MIN_GAUSSIAN_SCALE
 from .nets import ACTIVATIONS, NETWORKS
 from .priors import PRIORS
 from .train import PRECISIONS
+from .train.schedules import LR_SCHEDULES
 
 __all__ = [
     "DataConfig",
@@ -50,6 +51,9 @@ class DataConfig:
     # keep only the first N examples of the (already shuffled) split: quick runs and tests
     train_size: int | None = None
     test_size: int | None = None
+    # hold out the last N training examples as the evaluation set (model selection); 0: the
+    # dataset's own test split
+    validation: int = 0
 
     def validate(self) -> None:
         _choice("data.binarize", self.binarize, BINARIZE_MODES)
@@ -58,6 +62,8 @@ class DataConfig:
         for key in ("train_size", "test_size"):
             if getattr(self, key) is not None:
                 _positive(f"data.{key}", getattr(self, key))
+        if self.validation < 0:
+            raise UserError(f"data.validation must be >= 0, got {self.validation}")
 
 
 @dataclass
@@ -67,9 +73,22 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
     channels: list[int] = field(default_factory=lambda: [32, 64])  # network "conv" only
+    # two stochastic layers: the sizes of z1 (next to x) and z2, e.g. [100, 50]; then
+    # ``hidden`` sizes the x <-> z1 networks and ``hidden_between`` the z1 <-> z2 ones
+    latent_dims: list[int] = field(default_factory=list)
+    hidden_between: list[int] = field(default_factory=lambda: [100, 100])
+    # the decoder's output bias at the start: "zero" (PyTorch's default initialisation) or
+    # "data_mean" (the logit of the training set's mean pixel; Bernoulli likelihood only)
+    decoder_bias: str = "zero"
 
     def validate(self) -> None:
         _positive("model.latent_dim", self.latent_dim)
+        if self.latent_dims and len(self.latent_dims) != 2:
+            raise UserError("model.latent_dims lists the sizes of two stochastic layers "
+                            f"(e.g. [100, 50]) or is empty, got {self.latent_dims}")
+        for size in (*self.latent_dims, *self.hidden_between):
+            _positive("model.latent_dims / model.hidden_between", size)
+        _choice("model.decoder_bias", self.decoder_bias, ("zero", "data_mean"))
         for size in self.hidden:
             _positive("model.hidden", size)
         for size in self.channels:
@@ -162,6 +181,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     precision: str = "float32"  # "bfloat16": the training loss under torch.autocast
+    # learning rate of epoch e = lr x schedule(e): "constant", "iwae" (Burda et al.'s 3^i-epoch
+    # stages), "step" (x lr_decay every lr_step epochs), "exponential" (x lr_decay per epoch)
+    schedule: str = "constant"
+    lr_decay: float = 0.5
+    lr_step: int = 10
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -172,6 +198,13 @@ class TrainConfig:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
         _choice("train.device", self.device, ("cpu", "cuda"))
         _choice("train.precision", self.precision, tuple(PRECISIONS))
+        _choice("train.schedule", self.schedule, LR_SCHEDULES.names())
+        if not 0 < self.lr_decay <= 1:
+            raise UserError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        _positive("train.lr_step", self.lr_step)
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise UserError(f"train.adam_betas wants two numbers in [0, 1), got {self.adam_betas}")
+        _greater("train.adam_eps", self.adam_eps, 0.0)
 
 
 @dataclass

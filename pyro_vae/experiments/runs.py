@@ -12,7 +12,7 @@ import torch
 from ..data import Dataset
 from ..errors import UserError
 
-__all__ = ["RUN_FILES", "device_named", "first_rows", "prepare_out", "write_metrics"]
+__all__ = ["RUN_FILES", "device_named", "first_rows", "hold_out", "prepare_out", "write_metrics"]
 
 RUN_FILES = ("metrics.json", "checkpoint.pt")
 
@@ -56,4 +56,22 @@ def first_rows(dataset: Dataset, train: int | None, test: int | None) -> Dataset
         x_test=dataset.x_test[:test],
         y_train=first(dataset.y_train, train),
         y_test=first(dataset.y_test, test),
+    )
+
+
+def hold_out(dataset: Dataset, num_validation: int) -> Dataset:
+    """The last ``num_validation`` training rows as the evaluation split, the rest to train on
+    (model selection without touching the test set)."""
+    n = dataset.x_train.shape[0]
+    if not 0 < num_validation < n:
+        raise UserError(f"data.validation must be between 1 and the {n - 1} training rows "
+                        f"it can hold out, got {num_validation}")
+    keep = n - num_validation
+    labels = dataset.y_train
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[:keep],
+        x_test=dataset.x_train[keep:],
+        y_train=None if labels is None else labels[:keep],
+        y_test=None if labels is None else labels[keep:],
     )

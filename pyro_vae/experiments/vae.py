@@ -15,7 +15,7 @@ import pyro
 import torch
 from torch import nn
 
-from ..build import build_vae
+from ..build import build_vae, init_decoder_bias
 from ..config import RunConfig, dump_toml
 from ..data import Dataset, binarize, load_dataset
 from ..elbos import importance_estimate
@@ -23,7 +23,8 @@ from ..errors import UserError
 from ..plots import vae as plots
 from ..train import fit
 from ..train.checkpoint import load_checkpoint, previous_checkpoint
-from .runs import device_named, first_rows, prepare_out, write_metrics
+from ..train.schedules import make_schedule
+from .runs import device_named, first_rows, hold_out, prepare_out, write_metrics
 
 __all__ = [
     "TrainedVAE",
@@ -112,6 +113,8 @@ def train_vae(
     dataset = load_dataset(
         config.data.dataset, path=config.data.path, data_dir=config.data.data_dir, device=device
     )
+    if config.data.validation:
+        dataset = hold_out(dataset, config.data.validation)
     dataset = first_rows(dataset, config.data.train_size, config.data.test_size)
     x_train, x_test, transform = binarize(dataset.x_train, dataset.x_test, config.data.binarize)
     binary = config.data.binarize != "none"
@@ -119,6 +122,8 @@ def train_vae(
     model, guide = build_vae(
         config, dataset.dim, binary_data=binary, image_shape=dataset.image_shape
     )
+    if config.model.decoder_bias == "data_mean":
+        init_decoder_bias(model, config, dataset.x_train.mean(0))
     model.to(device)
     guide.to(device)
     t = config.train
@@ -149,6 +154,9 @@ def train_vae(
         checkpoint_extra=checkpoint_extra,
         distributed=distributed,
         precision=t.precision,
+        lr_schedule=make_schedule(t.schedule, t.lr_decay, t.lr_step),
+        betas=tuple(t.adam_betas),
+        eps=t.adam_eps,
     )
     if not lead:
         return {}
@@ -159,6 +167,7 @@ def train_vae(
         "dataset": dataset.name,
         "num_train": x_train.shape[0],
         "num_test": x_test.shape[0],
+        "evaluated_on": "validation" if config.data.validation else "test",
         "elbo": result.elbo,
         "train_elbo": result.train_elbo,
         "test_elbo_per_epoch": result.test_elbo,

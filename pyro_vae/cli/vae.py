@@ -147,7 +147,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--dataset", choices=DATASETS.names())
     train.add_argument("--data", type=str, metavar="PATH", help="user data, .npy (N x D) or .npz")
-    train.add_argument("--data-dir", type=str, help="folder holding MNIST/raw for --dataset mnist")
+    train.add_argument("--data-dir", type=str,
+                       help="folder holding MNIST/raw IDX files for --dataset mnist; without "
+                            "it, MNIST is fetched once into $PYRO_VAE_CACHE")
     train.add_argument("--binarize", choices=BINARIZE_MODES)
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)

@@ -8,7 +8,7 @@ from .errors import UserError
 from .experiments.vae import restore_vae, train_vae
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
-from .models import VAE
+from .models import VAE, HierarchicalVAE
 from .priors import PRIORS
 from .registry import Registry
 from .train import FitResult, fit
@@ -21,6 +21,7 @@ __all__ = [
     "VAE",
     "Dataset",
     "FitResult",
+    "HierarchicalVAE",
     "Registry",
     "RunConfig",
     "UserError",

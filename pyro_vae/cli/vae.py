@@ -15,7 +15,13 @@ from ..data import BINARIZE_MODES, DATASETS, binarize_test_set, load_dataset, lo
 from ..elbos import ELBOS
 from ..errors import UserError
 from ..experiments.runs import prepare_out, write_metrics
-from ..experiments.vae import evaluate_vae, load_resumable, restore_vae, train_vae
+from ..experiments.vae import (
+    evaluate_vae,
+    load_resumable,
+    require_checkpoint_plugins,
+    restore_vae,
+    train_vae,
+)
 from ..train import PRECISIONS
 from .common import add_out, add_reporting, add_seed
 
@@ -34,6 +40,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         config = load_config(args.config, overrides)
         return train_vae(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     payload = load_resumable(args.resume)
+    require_checkpoint_plugins(payload, args.resume)
     epochs = [item for item in overrides if item.startswith("train.epochs=")]
     if args.config is not None or len(epochs) != len(overrides):
         raise UserError(

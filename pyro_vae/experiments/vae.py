@@ -21,6 +21,7 @@ from ..data import Dataset, binarize, load_dataset
 from ..elbos import importance_estimate
 from ..errors import UserError
 from ..plots import vae as plots
+from ..plugins import loaded_plugins, require_plugins
 from ..train import fit
 from ..train.checkpoint import load_checkpoint, previous_checkpoint
 from ..train.schedules import make_schedule
@@ -32,6 +33,7 @@ __all__ = [
     "load_resumable",
     "restore_vae",
     "evaluate_vae",
+    "require_checkpoint_plugins",
 ]
 
 @dataclass
@@ -132,6 +134,7 @@ def train_vae(
         "data_dim": dataset.dim,
         "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
         "binary_data": binary,
+        "plugins": loaded_plugins(),  # restore_vae asks for them by name
     }
     result = fit(
         model,
@@ -227,9 +230,18 @@ def load_resumable(out: str | Path) -> dict[str, Any]:
         return load_checkpoint(previous)
 
 
+def require_checkpoint_plugins(payload: dict[str, Any], checkpoint: str | Path) -> None:
+    """A :class:`UserError` naming the plugin modules the run used that are not imported."""
+    needed = payload.get("plugins") or []  # checkpoints from before plugins name none
+    if not isinstance(needed, list) or not all(isinstance(name, str) for name in needed):
+        raise UserError(f"{checkpoint}: its list of plugins is not a list of module names")
+    require_plugins(needed, str(checkpoint))
+
+
 def restore_vae(checkpoint: str | Path, device: str = "cpu") -> TrainedVAE:
     """Rebuild model and guide from a checkpoint written by ``train_vae``."""
     payload = load_checkpoint(checkpoint)
+    require_checkpoint_plugins(payload, checkpoint)
     config = RunConfig.from_dict(payload["config"])
     try:
         data_dim = int(payload["data_dim"])

@@ -68,9 +68,39 @@ def test_sample(run, tmp_path, capsys):
     assert out.stat().st_size > 1000 and last_json_line(capsys)["n"] == 16
 
 
-def test_json_is_the_last_stdout_line(tmp_path, capsys):
+def test_evaluate_and_sample_never_replace_a_training_runs_files(run, tmp_path, capsys):
+    """Refused before any work, with the run folder byte for byte as it was."""
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    checkpoint = str(run / "checkpoint.pt")
+    assert main(["evaluate", "--checkpoint", checkpoint, "--out", str(run)]) == 2
+    assert main(["sample", "--checkpoint", checkpoint, "--out", str(run / "samples.png")]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+    # a file of its own name beside the run's, or another folder, is fine
+    assert main(["sample", "--checkpoint", checkpoint, "-n", "4",
+                 "--out", str(tmp_path / "more.png")]) == 0
+    evaluated = tmp_path / "evaluation"
+    assert main(["evaluate", "--checkpoint", checkpoint, "--num-particles", "2",
+                 "--out", str(evaluated)]) == 0
+    assert json.loads((evaluated / "metrics.json").read_text())["num_particles"] == 2
+    # evaluate's own folder is a run folder too: a second evaluation asks for --overwrite
+    assert main(["evaluate", "--checkpoint", checkpoint, "--out", str(evaluated)]) == 2
+    assert main(["evaluate", "--checkpoint", checkpoint, "--num-particles", "3",
+                 "--out", str(evaluated), "--overwrite"]) == 0
+    assert json.loads((evaluated / "metrics.json").read_text())["num_particles"] == 3
+
+
+def test_json_is_the_last_stdout_line_after_the_summary(tmp_path, capsys):
     assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path), "--json"]) == 0
-    assert last_json_line(capsys)["num_train"] == 1497
+    *summary, line = capsys.readouterr().out.strip().splitlines()
+    metrics = json.loads(line)
+    assert metrics["num_train"] == 1497
+    assert summary == [
+        f"1 epochs in {metrics['seconds_per_epoch'][0]:.0f} s (meanfield ELBO); test set of 300: "
+        f"ELBO {metrics['test_elbo']:.2f}, log p(x) {metrics['test_log_likelihood']:.2f} (K=20) "
+        "nats per example",
+        f"run folder: {tmp_path}",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ __all__ = [
     "add_out",
     "add_reporting",
     "add_seed",
+    "nats",
     "netcdf_path",
 ]
 
@@ -30,6 +31,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401 (argparse API)
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def nats(value: float | None, digits: int = 2) -> str:
+    """A log-density for a summary line; ``None`` (no density, e.g. a point mass) as n/a."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def netcdf_path(text: str) -> Path:

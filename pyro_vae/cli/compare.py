@@ -23,6 +23,11 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
     ))
 
 
+def _summary(m: dict[str, Any]) -> list[str]:
+    return [f"{len(m['table'])} rows x {m['seeds']} seed(s) in {m['seconds']:.0f} s; "
+            f"table: {m['files']['markdown']}, figure: {m['files']['figure']}"]
+
+
 def add_command(commands: argparse._SubParsersAction) -> None:
     """Add ``pyro-vae compare`` to the CLI's subcommands."""
     parser = commands.add_parser(
@@ -53,4 +58,4 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     add_idata(parser, "write each algorithm's seed-0 posterior as ArviZ InferenceData to "
                       "FILE.<algorithm>.nc (algorithms with posterior draws)")
     add_reporting(parser)
-    parser.set_defaults(func=_compare)
+    parser.set_defaults(func=_compare, summary=_summary)

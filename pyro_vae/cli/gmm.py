@@ -46,7 +46,7 @@ def add_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser
     add_idata(parser, help="vi, nuts: write ArviZ InferenceData (posterior, predictive, "
                            "per-point log-likelihood) to NetCDF")
     add_reporting(parser)
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=_run, summary=_summary)
     return parser
 
 
@@ -63,3 +63,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         idata=args.idata,
     )
     return run_gmm(options)
+
+
+def _summary(m: dict[str, Any]) -> list[str]:
+    return [f"K={m['components']} ({m['covariance']}) by {m['inference']}: test "
+            f"log-likelihood {m['test_log_likelihood']:.4f} nats per point "
+            f"({m['log_likelihood_kind']}), BIC {m['bic']:.1f}",
+            f"run folder: {Path(m['figures']['mixture']).parent}"]

@@ -2,8 +2,9 @@
 
 ``pyro-vae --import MODULE <command> ...`` imports a plugin module first (see
 :mod:`pyro_vae.plugins`), so the names it registers are valid choices of every command.
-Every command writes ``metrics.json`` to ``--out`` (``sample`` writes the image)
-and, with ``--json``, prints the same object as the last line of stdout.  Errors
+Every command writes ``metrics.json`` to ``--out`` (``sample`` writes the image),
+ends with a short summary on stdout (its ``summary`` function: the headline numbers and
+where the files are) and, with ``--json``, prints the metrics as the last stdout line.  Errors
 a user can cause end with exit status 2 and one line on stderr; ``--debug``
 shows the traceback instead.
 """
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except SystemExit as exc:  # the status of processes it started (train --distributed)
         return int(exc.code or 0)
-    if args.json and metrics:  # a distributed run's other ranks have nothing to report
-        print(json.dumps(metrics))
+    if metrics:  # a distributed run's other ranks have nothing to report
+        for line in args.summary(metrics):  # for people: the headline numbers, the files
+            print(line)
+        if args.json:  # for programs
+            print(json.dumps(metrics))
     return 0

@@ -41,17 +41,19 @@ def _parse_simulate(spec: str) -> Simulation:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags -> :class:`ToyRun` -> :func:`run_toy`; print one summary line."""
+    """The flags -> :class:`ToyRun` -> :func:`run_toy`."""
     options = ToyOptions(steps=args.steps, lr=args.lr, num_particles=args.num_particles,
                          warmup=args.warmup, samples=args.samples)
     data = _parse_simulate(args.simulate) if args.simulate is not None else args.data
     metrics = run_toy(ToyRun(inference=args.inference, data=data, seed=args.seed, out=args.out,
                              overwrite=args.overwrite, idata=args.idata, options=options))
-    elbo = "" if metrics["elbo"] is None else f"  ELBO {metrics['elbo']:.4f}"
-    print(f"{args.inference}: a={metrics['a']:.4f} b={metrics['b']:.4f} mu={metrics['mu']:.4f}"
-          f"  log p(x) {metrics['log_likelihood']:.4f} nats/point{elbo}"
-          f"  ({metrics['seconds']:.1f} s)")
     return metrics
+
+
+def _summary(m: dict[str, Any]) -> list[str]:
+    elbo = "" if m["elbo"] is None else f"  ELBO {m['elbo']:.4f}"
+    return [f"{m['inference']}: a={m['a']:.4f} b={m['b']:.4f} mu={m['mu']:.4f}"
+            f"  log p(x) {m['log_likelihood']:.4f} nats/point{elbo}  ({m['seconds']:.1f} s)"]
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -79,4 +81,4 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="NUTS warmup steps")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="NUTS samples")
     add_reporting(parser)
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=_run, summary=_summary)

@@ -14,7 +14,7 @@ from ..config import RunConfig, apply_overrides, load_config
 from ..data import BINARIZE_MODES, DATASETS, binarize_test_set, load_dataset, load_evaluation_array
 from ..elbos import ELBOS
 from ..errors import UserError
-from ..experiments.runs import prepare_out, write_metrics
+from ..experiments.runs import holds_run, prepare_out, write_metrics
 from ..experiments.vae import (
     evaluate_vae,
     load_resumable,
@@ -23,7 +23,7 @@ from ..experiments.vae import (
     train_vae,
 )
 from ..train import PRECISIONS
-from .common import add_out, add_reporting, add_seed
+from .common import add_out, add_reporting, add_seed, nats
 
 __all__ = ["add_command"]
 
@@ -101,6 +101,8 @@ _TRAIN_FLAGS = {
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    # refused before the (long) evaluation: a training run's metrics.json is never replaced
+    out = None if args.out is None else prepare_out(args.out, args.overwrite)
     trained = restore_vae(args.checkpoint, args.device)
     if args.data is not None:
         x = load_evaluation_array(args.data).to(args.device)
@@ -120,9 +122,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         x = binarize_test_set(x)  # the same draw train_vae used for its test set
     metrics = evaluate_vae(trained, x, args.num_particles, seed=args.seed)
     metrics.update(data=source, num_examples=x.shape[0], checkpoint=str(args.checkpoint))
-    if args.out is not None:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         write_metrics(out, metrics)
     return metrics
 
@@ -132,6 +132,9 @@ def _sample(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.n < 1:
         raise UserError(f"-n must be a positive number of samples, got {args.n}")
+    if not args.overwrite and holds_run(args.out.parent) and args.out.exists():
+        raise UserError(f"--out {args.out} is a file of the run in {args.out.parent}; pass "
+                        "--overwrite or choose another file name")
     trained = restore_vae(args.checkpoint, args.device)
     if trained.image_shape is None:
         raise UserError("this checkpoint's data are not square images; there is no grid to draw")
@@ -139,6 +142,25 @@ def _sample(args: argparse.Namespace) -> dict[str, Any]:
     images = trained.model.sample_means(args.n)
     path = save_sample_grid(images, trained.image_shape, args.out, f"{args.n} samples from p(z)")
     return {"samples": str(path), "n": args.n, "checkpoint": str(args.checkpoint)}
+
+
+def _train_summary(m: dict[str, Any]) -> list[str]:
+    return [
+        f"{len(m['seconds_per_epoch'])} epochs in {sum(m['seconds_per_epoch']):.0f} s "
+        f"({m['elbo']} ELBO); {m['evaluated_on']} set of {m['num_test']}: "
+        f"ELBO {nats(m['test_elbo'])}, log p(x) {nats(m['test_log_likelihood'])} "
+        f"(K={m['num_particles']}) nats per example",
+        f"run folder: {Path(m['checkpoint']).parent}",
+    ]
+
+
+def _evaluate_summary(m: dict[str, Any]) -> list[str]:
+    return [f"{m['data']}, {m['num_examples']} examples: ELBO {nats(m['test_elbo'])}, "
+            f"log p(x) {nats(m['test_log_likelihood'])} (K={m['num_particles']}) nats per example"]
+
+
+def _sample_summary(m: dict[str, Any]) -> list[str]:
+    return [f"{m['n']} samples from p(z): {m['samples']}"]
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -188,7 +210,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
              "of a torchrun group",
     )
     add_reporting(train)
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_train, summary=_train_summary)
 
     evaluate = commands.add_parser("evaluate", help="re-evaluate a saved model")
     evaluate.add_argument("--checkpoint", type=Path, required=True)
@@ -196,15 +218,17 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--num-particles", type=int, default=1000)
     add_seed(evaluate)
     evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    add_out(evaluate, None, "folder for metrics.json", overwrite=False)
+    add_out(evaluate, None, "folder for metrics.json (not a training run's folder)")
     add_reporting(evaluate)
-    evaluate.set_defaults(func=_evaluate)
+    evaluate.set_defaults(func=_evaluate, summary=_evaluate_summary)
 
     sample = commands.add_parser("sample", help="draw new examples from a saved model")
     sample.add_argument("--checkpoint", type=Path, required=True)
     sample.add_argument("-n", type=int, default=64)
     add_seed(sample)
     sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    sample.add_argument("--out", type=Path, default=Path("samples.png"))
+    sample.add_argument("--out", type=Path, default=Path("samples.png"), metavar="FILE.png",
+                        help="the image (a run's own files are kept unless --overwrite)")
+    sample.add_argument("--overwrite", action="store_true", help="replace a run's own image")
     add_reporting(sample)
-    sample.set_defaults(func=_sample)
+    sample.set_defaults(func=_sample, summary=_sample_summary)

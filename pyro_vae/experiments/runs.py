@@ -12,7 +12,15 @@ import torch
 from ..data import Dataset
 from ..errors import UserError
 
-__all__ = ["RUN_FILES", "device_named", "first_rows", "hold_out", "prepare_out", "write_metrics"]
+__all__ = [
+    "RUN_FILES",
+    "device_named",
+    "first_rows",
+    "hold_out",
+    "holds_run",
+    "prepare_out",
+    "write_metrics",
+]
 
 RUN_FILES = ("metrics.json", "checkpoint.pt")
 
@@ -28,12 +36,17 @@ def device_named(name: str, distributed: bool = False) -> torch.device:
     return torch.device(name)
 
 
+def holds_run(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a run's results (its metrics or checkpoint)."""
+    return any((Path(folder) / name).exists() for name in RUN_FILES)
+
+
 def prepare_out(out: str | Path, overwrite: bool) -> Path:
     """Create ``out``; refuse a folder that holds another run unless ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
-    if not overwrite and any((out / name).exists() for name in RUN_FILES):
+    if not overwrite and holds_run(out):
         raise UserError(f"--out {out} holds another run; pass --overwrite or choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     return out

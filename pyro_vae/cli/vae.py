@@ -120,7 +120,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         )
     if trained.binary_data:
         x = binarize_test_set(x)  # the same draw train_vae used for its test set
-    metrics = evaluate_vae(trained, x, args.num_particles, seed=args.seed)
+    metrics = evaluate_vae(trained, x, args.num_particles, seed=args.seed, progress=True)
     metrics.update(data=source, num_examples=x.shape[0], checkpoint=str(args.checkpoint))
     if out is not None:
         write_metrics(out, metrics)

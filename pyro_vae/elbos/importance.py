@@ -19,6 +19,8 @@ import pyro
 import torch
 from pyro import poutine
 
+from ..progress import progress_bar
+
 __all__ = ["log_importance_weights", "ImportanceEstimate", "importance_estimate"]
 
 # elements of the largest per-chunk tensor (particles x rows x features): bounds memory
@@ -53,13 +55,19 @@ class ImportanceEstimate:
 
 
 def importance_estimate(
-    model, guide, x: torch.Tensor, num_particles: int = 1000
+    model, guide, x: torch.Tensor, num_particles: int = 1000, progress: bool = False
 ) -> ImportanceEstimate:
-    """ELBO and log p(x) for every row of x (N, D), in memory-bounded chunks of rows."""
+    """ELBO and log p(x) for every row of x (N, D), in memory-bounded chunks of rows.
+
+    ``progress`` shows the rows done on stderr (K = 5000 on 10000 images takes minutes).
+    """
     rows = max(1, _CHUNK_ELEMENTS // (num_particles * max(x.shape[1], 1)))
     elbos, log_liks = [], []
+    bar = progress_bar(x.shape[0], f"log p(x) with K={num_particles}", progress)
     for chunk in x.split(rows):
         w = log_importance_weights(model, guide, chunk, num_particles)
         elbos.append(w.mean(0))
         log_liks.append(w.logsumexp(0) - math.log(num_particles))
+        bar.update(chunk.shape[0])
+    bar.close()
     return ImportanceEstimate(torch.cat(elbos), torch.cat(log_liks), num_particles)

@@ -165,7 +165,8 @@ def train_vae(
         return {}
     trained = TrainedVAE(model, guide, config, dataset.dim, dataset.image_shape, binary)
     start = time.perf_counter()
-    final = evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed)
+    final = evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed,
+                         progress=progress)
     metrics = {
         "dataset": dataset.name,
         "num_train": x_train.shape[0],
@@ -190,7 +191,8 @@ def train_vae(
 
 
 def evaluate_vae(
-    trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, seed: int = 0
+    trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, seed: int = 0,
+    progress: bool = False,
 ) -> dict:
     """Test ELBO and importance-sampled log-likelihood, nats per example (means over rows of x).
 
@@ -208,7 +210,7 @@ def evaluate_vae(
             "test_log_likelihood": None,
             "num_particles": 1,
         }
-    estimate = importance_estimate(trained.model, trained.guide, x, num_particles)
+    estimate = importance_estimate(trained.model, trained.guide, x, num_particles, progress)
     return {
         "test_elbo": estimate.elbo.mean().item(),
         "test_log_likelihood": estimate.log_likelihood.mean().item(),

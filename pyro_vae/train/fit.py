@@ -34,9 +34,9 @@ import pyro
 import torch
 from pyro import poutine
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..elbos import ScaleLatents, importance_estimate
+from ..progress import progress_bar, say
 from ..rng import forked_rng
 from .checkpoint import checkpoint_payload, restore, save_checkpoint
 from .guards import (
@@ -195,13 +195,7 @@ def fit(
                 state.order = torch.randperm(n, device=x_train.device)
             batches = state.order.split(batch_size)
             start = time.perf_counter()
-            bar = tqdm(
-                total=len(batches),
-                initial=state.step,
-                desc=f"epoch {epoch}/{epochs}",
-                disable=not progress,
-                leave=False,
-            )
+            bar = progress_bar(len(batches), f"epoch {epoch}/{epochs}", progress, state.step)
             while state.step < len(batches):
                 idx = batches[state.step]
                 x = x_train[idx] if batch_transform is None else batch_transform(x_train[idx])
@@ -258,5 +252,5 @@ def _close_epoch(state: Progress, result: FitResult, seconds: float, model, guid
         result.test_elbo.append(test.elbo.mean().item())
     if progress:
         test_text = f"  test ELBO {result.test_elbo[-1]:.2f}" if result.test_elbo else ""
-        tqdm.write(f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}{test_text}"
+        say(f"epoch {epoch:3d}  train ELBO {result.train_elbo[-1]:.2f}{test_text}"
                    f"  ({seconds:.2f} s)")

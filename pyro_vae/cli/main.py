@@ -15,10 +15,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import pyro
 
 from ..errors import UserError
+from ..experiments.ownership import release_folders
 from ..plugins import import_plugins
 from ..train import TrainingInterrupted
 from . import compare, gmm, toy, vae
@@ -38,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.add_command(commands)
     return parser
+
+
+@contextmanager
+def owned_folders_released():
+    """The run folders a command claimed are released when it ends, however it ends."""
+    try:
+        yield
+    finally:
+        release_folders()
 
 
 def add_imports(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args.entry = main  # what those processes run (train --distributed)
     command: Callable[[argparse.Namespace], dict] = args.func
     try:
-        with pyro.validation_enabled(True):
+        with pyro.validation_enabled(True), owned_folders_released():
             metrics = command(args)
     except TrainingInterrupted as exc:
         print(

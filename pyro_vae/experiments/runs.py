@@ -11,6 +11,7 @@ import torch
 
 from ..data import Dataset
 from ..errors import UserError
+from .ownership import claim_folder
 
 __all__ = [
     "RUN_FILES",
@@ -42,13 +43,15 @@ def holds_run(folder: str | Path) -> bool:
 
 
 def prepare_out(out: str | Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse a folder that holds another run unless ``overwrite``."""
+    """Create ``out`` and own it (:func:`claim_folder`); refuse a folder in use by another
+    command, and one that holds another run unless ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out)
     if not overwrite and holds_run(out):
         raise UserError(f"--out {out} holds another run; pass --overwrite or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 

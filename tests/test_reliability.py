@@ -179,6 +179,45 @@ def test_truncated_random_and_mismatched_checkpoints_are_refused(uninterrupted, 
     assert len(err) == 12 and "does not match the model its config builds" in err[-1]
 
 
+def test_overwrite_then_damage_never_resumes_the_replaced_run(tmp_path, capsys):
+    """After --overwrite no checkpoint of the replaced run is left to fall back to; a fallback
+    to the new run's previous checkpoint is announced and recorded."""
+    out = tmp_path / "run"
+    train = ["train", *TINY_ARGS, "--quiet", "--out", str(out)]
+    assert main([*train, "--epochs", "2", "--seed", "1"]) == 0
+    assert main([*train, "--epochs", "1", "--seed", "2", "--overwrite"]) == 0
+    assert not (out / "checkpoint.prev.pt").exists()  # the seed-1 run's files are gone
+    (out / "checkpoint.pt").write_bytes(b"damaged")
+    assert main(["train", "--resume", str(out), "--epochs", "3"]) == 2
+    assert "not a readable pyro-vae checkpoint" in capsys.readouterr().err
+    # a run of its own with two checkpoints: the damaged newest falls back, and says so
+    assert main([*train, "--epochs", "2", "--seed", "2", "--overwrite"]) == 0
+    assert load_checkpoint(out / "checkpoint.prev.pt")["epoch"] == 1
+    (out / "checkpoint.pt").write_bytes(b"damaged")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint.pt is unreadable" in err and "resuming from checkpoint.prev.pt, saved " \
+        "after epoch 1" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["train"]["seed"] == 2 and len(metrics["train_elbo"]) == 3
+    assert metrics["resumed_from_previous_checkpoint"].startswith("checkpoint.pt unreadable")
+    # fewer epochs than the run has done is a mistake, not a silent no-op
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
+    assert capsys.readouterr().err.strip().endswith("the run has done 3 epochs; give --epochs 3 "
+                                                   "or more")
+
+
+def test_a_failed_overwrite_changes_nothing(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_ARGS, "--quiet", "--epochs", "1", "--out", str(out)]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an array")
+    assert main(["train", "--data", str(bad), "--out", str(out), "--overwrite"]) == 2
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 class _NaNAt(torch.nn.Module):
     """A model that returns a NaN likelihood on the calls listed (a fault injected on purpose)."""
 

@@ -47,6 +47,10 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             "--resume continues a run with its saved config; only --epochs may be given"
         )
     config = RunConfig.from_dict(apply_overrides(payload["config"], epochs))
+    done = payload.get("epoch")
+    if isinstance(done, int) and config.train.epochs < done:
+        raise UserError(f"--resume {args.resume}: the run has done {done} epochs; give --epochs "
+                        f"{done} or more")
     return train_vae(config, args.resume, progress=not args.quiet, resume=payload)
 
 

@@ -6,6 +6,7 @@ pair from a checkpoint for ``evaluate`` and ``sample``.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "restore_vae",
     "evaluate_vae",
     "require_checkpoint_plugins",
+    "discard_replaced_run",
 ]
 
 @dataclass
@@ -110,8 +112,6 @@ def train_vae(
     lead = rank == 0
     out = prepare_out(out, overwrite or resume is not None) if lead else Path(out)
     device = device_named(config.train.device, distributed)
-    if lead:
-        (out / "config.toml").write_text(dump_toml(config))
     dataset = load_dataset(
         config.data.dataset, path=config.data.path, data_dir=config.data.data_dir, device=device
     )
@@ -126,6 +126,10 @@ def train_vae(
     )
     if config.model.decoder_bias == "data_mean":
         init_decoder_bias(model, config, dataset.x_train.mean(0))
+    if lead:  # the inputs are good: only now is a replaced run's folder changed
+        if resume is None:
+            discard_replaced_run(out)
+        (out / "config.toml").write_text(dump_toml(config))
     model.to(device)
     guide.to(device)
     t = config.train
@@ -184,6 +188,8 @@ def train_vae(
         "checkpoint": str(result.checkpoint),
         "config": config.to_dict(),
     }
+    if resume is not None and resume.get("fallback"):
+        metrics["resumed_from_previous_checkpoint"] = resume["fallback"]
     curves = {"train ELBO": result.train_elbo, "test ELBO": result.test_elbo}
     metrics["figures"] = _figures(trained, dataset, x_test, out, curves)
     write_metrics(out, metrics)
@@ -218,18 +224,31 @@ def evaluate_vae(
     }
 
 
+def discard_replaced_run(out: Path) -> None:
+    """Remove the results and checkpoints of the run a fresh one replaces (``--overwrite``),
+    so that no later fallback to ``checkpoint.prev.pt`` can continue the replaced run."""
+    checkpoint = out / "checkpoint.pt"
+    for path in (out / "metrics.json", checkpoint, previous_checkpoint(checkpoint)):
+        path.unlink(missing_ok=True)
+
+
 def load_resumable(out: str | Path) -> dict[str, Any]:
-    """The checkpoint to resume the run in ``out`` from (``.prev`` if the newest is unreadable)."""
+    """The checkpoint to resume the run in ``out`` from: the newest, or else (said on stderr
+    and recorded as the payload's ``"fallback"``) the one before it."""
     path = Path(out) / "checkpoint.pt"
     if not Path(out).is_dir():
         raise UserError(f"--resume {out}: no such run folder")
     try:
         return load_checkpoint(path)
-    except UserError:
+    except UserError as exc:
         previous = previous_checkpoint(path)
         if not previous.exists():
             raise
-        return load_checkpoint(previous)
+        payload = load_checkpoint(previous)
+        payload["fallback"] = f"{path.name} unreadable ({exc}); resumed from {previous.name}"
+        print(f"pyro-vae: {path} is unreadable ({exc}); resuming from {previous.name}, "
+              f"saved after epoch {payload.get('epoch', '?')}", file=sys.stderr)
+        return payload
 
 
 def require_checkpoint_plugins(payload: dict[str, Any], checkpoint: str | Path) -> None:

@@ -9,6 +9,8 @@ what is allowed.  ``--set section.key=value`` overrides parse ``value`` as TOML.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,9 @@ from .train import PRECISIONS
 from .train.schedules import LR_SCHEDULES
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_PARTICLES",
+    "MAX_WIDTH",
     "DataConfig",
     "ModelConfig",
     "PriorConfig",
@@ -82,17 +87,17 @@ class ModelConfig:
     decoder_bias: str = "zero"
 
     def validate(self) -> None:
-        _positive("model.latent_dim", self.latent_dim)
+        _positive("model.latent_dim", self.latent_dim, MAX_WIDTH)
         if self.latent_dims and len(self.latent_dims) != 2:
             raise UserError("model.latent_dims lists the sizes of two stochastic layers "
                             f"(e.g. [100, 50]) or is empty, got {self.latent_dims}")
         for size in (*self.latent_dims, *self.hidden_between):
-            _positive("model.latent_dims / model.hidden_between", size)
+            _positive("model.latent_dims / model.hidden_between", size, MAX_WIDTH)
         _choice("model.decoder_bias", self.decoder_bias, ("zero", "data_mean"))
         for size in self.hidden:
-            _positive("model.hidden", size)
+            _positive("model.hidden", size, MAX_WIDTH)
         for size in self.channels:
-            _positive("model.channels", size)
+            _positive("model.channels", size, MAX_WIDTH)
         _choice("model.network", self.network, NETWORKS.names())
         _choice("model.activation", self.activation, sorted(ACTIVATIONS))
 
@@ -107,7 +112,7 @@ class PriorConfig:
 
     def validate(self) -> None:
         _choice("prior.name", self.name, PRIORS.names())
-        _positive("prior.components", self.components)
+        _positive("prior.components", self.components, MAX_WIDTH)
         _greater("prior.df", self.df, 0.0)
 
 
@@ -138,9 +143,9 @@ class GuideConfig:
 
     def validate(self) -> None:
         _choice("guide.name", self.name, GUIDES.names())
-        _positive("guide.flows", self.flows)
+        _positive("guide.flows", self.flows, 64)
         for size in self.flow_hidden:
-            _positive("guide.flow_hidden", size)
+            _positive("guide.flow_hidden", size, MAX_WIDTH)
 
 
 @dataclass
@@ -163,14 +168,12 @@ class InferenceConfig:
 
     def validate(self) -> None:
         _choice("inference.elbo", self.elbo, ELBOS.names())
-        _positive("inference.num_particles", self.num_particles)
-        _positive("inference.eval_particles", self.eval_particles)
+        _positive("inference.num_particles", self.num_particles, MAX_PARTICLES)
+        _positive("inference.eval_particles", self.eval_particles, MAX_PARTICLES)
         if self.kl_warmup_epochs < 0:
             raise UserError(f"inference.kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
-        if not self.free_bits >= 0:
-            raise UserError(f"inference.free_bits must be >= 0, got {self.free_bits}")
-        if not self.kl_weight >= 0:
-            raise UserError(f"inference.kl_weight must be >= 0, got {self.kl_weight}")
+        _at_least_zero("inference.free_bits", self.free_bits)
+        _at_least_zero("inference.kl_weight", self.kl_weight)
 
 
 @dataclass
@@ -192,8 +195,7 @@ class TrainConfig:
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
         _positive("train.batch_size", self.batch_size)
-        if not self.lr > 0:
-            raise UserError(f"train.lr must be > 0, got {self.lr}")
+        _greater("train.lr", self.lr, 0.0)
         if self.seed < 0:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
         _choice("train.device", self.device, ("cpu", "cuda"))
@@ -248,14 +250,27 @@ def _choice(key: str, value: Any, choices) -> None:
         raise UserError(f"{key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
 
 
-def _positive(key: str, value: int) -> None:
-    if value < 1:
-        raise UserError(f"{key} must be a positive integer, got {value}")
+# resource bounds, checked before anything is built or allocated: far above any model this
+# package trains, far below a request that would exhaust memory (a layer of 2^16 units
+# after a 784-pixel input is 200 MB of float32 weights)
+MAX_WIDTH = 2**16  # latent, hidden, channel and component counts
+MAX_PARTICLES = 2**20  # particles per example (chunked: memory is bounded separately)
+MAX_COUNT = 2**31 - 1  # epochs, batch size, sizes of a subset
+
+
+def _positive(key: str, value: int, at_most: int = MAX_COUNT) -> None:
+    if not 1 <= value <= at_most:
+        raise UserError(f"{key} must be an integer from 1 to {at_most}, got {value}")
 
 
 def _greater(key: str, value: float, bound: float) -> None:
-    if not value > bound:  # also rejects NaN
-        raise UserError(f"{key} must be > {bound:.3g}, got {value}")
+    if not (value > bound and math.isfinite(value)):  # also rejects NaN and infinity
+        raise UserError(f"{key} must be a finite number > {bound:.3g}, got {value}")
+
+
+def _at_least_zero(key: str, value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise UserError(f"{key} must be a finite number >= 0, got {value}")
 
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:
@@ -334,7 +349,8 @@ def dump_toml(config: RunConfig) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            # JSON's escapes are TOML's (newlines too); TOML also wants DEL escaped
+            return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
         if isinstance(v, list):
             return "[" + ", ".join(value(item) for item in v) + "]"
         return repr(v)

@@ -148,8 +148,8 @@ def _check_features(array: np.ndarray, what: str) -> np.ndarray:
         array = array.reshape(len(array), -1)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise UserError(f"{what} must be a non-empty N x D array, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise UserError(f"{what} must be numeric, got dtype {array.dtype}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise UserError(f"{what} must hold real numbers, got dtype {array.dtype}")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise UserError(f"{what} contains NaN or infinite values; clean the file first")

@@ -29,6 +29,11 @@ def files(tmp_path, monkeypatch):
     np.save(tmp_path / "points.npy", np.random.default_rng(0).normal(size=(50, 2)))
     np.save(tmp_path / "toy_nan.npy", np.array([0.1, np.nan, 0.3]))
     np.save(tmp_path / "toy_2d.npy", np.zeros((5, 2)))
+    np.save(tmp_path / "complex.npy", np.full((20, 4), 0.5) + 0.1j)
+    np.save(tmp_path / "huge.npy", np.random.default_rng(0).normal(size=(50, 2)) * 1e300)
+    np.save(tmp_path / "toy_big.npy", np.random.default_rng(0).uniform(1, 2, size=50) * 1e200)
+    np.save(tmp_path / "toy_complex.npy", np.arange(1, 6) + 1j)
+    (tmp_path / "a_folder").mkdir()
     (tmp_path / "text.npy").write_text("not numpy")
     (tmp_path / "bad.toml").write_text("[train\nepochs = ")
     (tmp_path / "unknown_section.toml").write_text("[trian]\nepochs = 3\n")
@@ -41,14 +46,15 @@ def files(tmp_path, monkeypatch):
 BAD_INPUTS = [
     # train: names, numbers, files, folders
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
-    (["train", "--epochs", "-3"], "train.epochs must be a positive integer"),
-    (["train", "--batch-size", "0"], "train.batch_size must be a positive integer"),
-    (["train", "--lr", "0"], "train.lr must be > 0"),
-    (["train", "--latent-dim", "0"], "model.latent_dim must be a positive integer"),
+    (["train", "--epochs", "-3"], "train.epochs must be an integer from 1 to"),
+    (["train", "--batch-size", "0"], "train.batch_size must be an integer from 1 to"),
+    (["train", "--lr", "0"], "train.lr must be a finite number > 0"),
+    (["train", "--latent-dim", "0"], "model.latent_dim must be an integer from 1 to"),
     (["train", "--epochs", "two"], "invalid int value: 'two'"),
     (["train", "--set", "train.epochs=2.5"], "train.epochs must be of type int"),
-    (["train", "--set", "model.hidden=[-4]"], "model.hidden must be a positive integer"),
+    (["train", "--set", "model.hidden=[-4]"], "model.hidden must be an integer from 1 to"),
     (["train", "--set", "trainepochs=3"], "--set expects section.key=value"),
+    (["train", "--set", "train.foo=1"], "unknown key train.foo"),
     (["train", "--set", "prior.name='nope'"], "prior.name = 'nope' is not valid"),
     (["train", "--set", "train.precision='half'"], "train.precision = 'half' is not valid"),
     (["train", "--config", "missing.toml"], "config file missing.toml does not exist"),
@@ -72,7 +78,7 @@ BAD_INPUTS = [
     (["evaluate", "--checkpoint", "ckpt.pt"], "not a readable pyro-vae checkpoint"),
     (["evaluate", "--checkpoint", "missing.pt"], "does not exist"),
     (["sample", "--checkpoint", "ckpt.pt", "--out", "s.png"], "not a readable pyro-vae checkpoint"),
-    (["sample", "--checkpoint", "ckpt.pt", "-n", "-1"], "-n must be a positive"),
+    (["sample", "--checkpoint", "ckpt.pt", "-n", "-1"], "-n must be a number of samples"),
     # toy
     (["toy", "--simulate", "2,1,0,100", "--inference", "mle"], "must satisfy a < b"),
     (["toy", "--simulate", "0.5,2,1", "--inference", "mle"], "a,b,mu,N"),
@@ -85,21 +91,66 @@ BAD_INPUTS = [
     (["gmm", "--data", "nan.npy", "--components", "2"], "NaN"),
     (["gmm", "--data", "missing.npy", "--components", "2"], "does not exist"),
     (["gmm", "--simulate", "10,2", "--components", "2"], "N,D,K"),
+    # sizes that would exhaust memory, numbers that are not finite, checked before any work
+    (["evaluate", "--checkpoint", "ckpt.pt", "--num-particles", "0"], "--num-particles must be"),
+    (["evaluate", "--checkpoint", "ckpt.pt", "--num-particles", "-3"], "--num-particles must be"),
+    (["evaluate", "--checkpoint", "ckpt.pt", "--num-particles", "1000000000"], "from 1 to"),
+    (["sample", "--checkpoint", "ckpt.pt", "-n", "10000000"], "-n must be a number of samples"),
+    (["train", "--set", "model.latent_dim=1000000000000"], "from 1 to 65536"),
+    (["train", "--set", "model.hidden=[1000000000000]"], "model.hidden must be an integer"),
+    (["train", "--set", "model.latent_dims=[100, 0]"], "must be an integer from 1"),
+    (["train", "--set", "prior.components=100000000"], "prior.components must be"),
+    (["train", "--set", "guide.flows=1000"], "guide.flows must be"),
+    (["train", "--set", "inference.num_particles=100000000"], "inference.num_particles must be"),
+    (["train", "--set", "inference.eval_particles=0"], "inference.eval_particles must be"),
+    (["train", "--set", "train.lr=inf"], "train.lr must be a finite number"),
+    (["train", "--set", "train.lr=nan"], "train.lr must be a finite number"),
+    (["train", "--set", "inference.kl_weight=inf"], "kl_weight must be a finite number"),
+    (["train", "--set", "inference.free_bits=nan"], "free_bits must be a finite number"),
+    (["train", "--set", "train.adam_eps=inf"], "adam_eps must be a finite number"),
+    (["train", "--set", "train.adam_betas=[0.9]"], "two numbers in [0, 1)"),
+    (["train", "--set", "train.lr_decay=2"], "lr_decay must be in (0, 1]"),
+    (["train", "--set", "train.schedule='cosine'"], "train.schedule = 'cosine' is not valid"),
+    (["train", "--set", "model.decoder_bias='mean'"], "model.decoder_bias = 'mean' is not"),
+    (["train", "--set", "data.validation=-1"], "data.validation must be >= 0"),
+    (["train", "--data", "complex.npy"], "must hold real numbers"),
+    (["toy", "--data", "toy_complex.npy", "--inference", "mle"], "must hold real numbers"),
+    (["toy", "--data", "toy_big.npy", "--inference", "mle"], "too large to square"),
+    (["toy", "--simulate", "0.5,2,1,100", "--inference", "nuts", "--samples", "3"],
+     "at least 4 draws"),
+    (["gmm", "--data", "huge.npy", "--components", "2"], "too large to square"),
+    (["gmm", "--simulate", "1000000000000,2,2", "--components", "2"], "N x D at most"),
+    (["gmm", "--simulate", "100,2,2,1e308", "--components", "2"], "SEP from 0 to"),
+    (["gmm", "--data", "points.npy", "--components", "2", "--inference", "nuts", "--samples",
+      "2"], "at least 4 draws"),
+    (["compare", "--model", "gmm", "--inference", "nuts", "--epochs", "1", "--seeds", "1"],
+     "at least 4 draws"),
+    # folders and files that are not what they should be
+    (["train", "--out", "grey.npy/sub"], "cannot write there"),
+    (["train", "--out", "x" * 300], "cannot write there"),
+    (["evaluate", "--checkpoint", "a_folder"], "is a folder; give its checkpoint.pt"),
+    (["evaluate", "--checkpoint", "ckpt.pt", "--out", "run"], "holds another run"),
+    (["sample", "--checkpoint", "ckpt.pt", "--out", "run/metrics.json"], "is a file of the run"),
+    (["toy", "--simulate", "0.5,2,1,100", "--inference", "mle", "--out", "run"],
+     "holds another run"),
+    (["gmm", "--simulate", "100,2,2", "--components", "2", "--out", "run"], "holds another run"),
+    (["compare", "--model", "toy", "--inference", "mle", "--out", "run"], "holds another run"),
+    (["--import", "no_such_plugin", "train"], "no module 'no_such_plugin'"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line(argv, message, files, monkeypatch, capsys):
     monkeypatch.chdir(files)
-    before = sorted(p.name for p in files.rglob("*"))
+    before = {p: p.read_bytes() for p in files.rglob("*") if p.is_file()}
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert message.lower() in err.lower()
     assert "Traceback" not in err
-    # nothing lost: every file there before is still there, the other run untouched
-    assert set(before) <= {p.name for p in files.rglob("*")}
-    assert (files / "run" / "metrics.json").read_text() == "{}"
+    # nothing lost: every file there before is there, byte for byte; no lock left behind
+    assert {p: p.read_bytes() for p in before if p.is_file()} == before
+    assert not list(files.rglob(".pyro-vae.lock"))
 
 
 def test_debug_shows_the_traceback(files, monkeypatch):

@@ -1,5 +1,7 @@
 """The VAE model and guide: shapes, plate scaling, the lecture's loss, training, evaluation."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -7,7 +9,7 @@ import torch
 from conftest import tiny_vae
 from pyro import poutine
 
-from pyro_vae.elbos import importance_estimate, log_importance_weights, make_elbo
+from pyro_vae.elbos import importance, importance_estimate, log_importance_weights, make_elbo
 from pyro_vae.lecture.plain_vae import lecture_loss
 from pyro_vae.train import fit
 
@@ -80,6 +82,23 @@ def test_importance_estimate_k1_is_the_elbo_and_larger_k_is_not_below(pair, batc
     k100 = importance_estimate(model, guide, batch, num_particles=100)
     assert (k100.log_likelihood >= k100.elbo).all()  # Jensen, per data point
     assert k100.log_likelihood.mean() > many.mean()
+
+
+def test_importance_estimate_groups_particles_when_one_row_exceeds_the_bound(
+        pair, batch, monkeypatch):
+    """With room for 3 particles of one 784-pixel row, K = 10 is drawn as 3 + 3 + 3 + 1 per
+    row and joined before the logsumexp: the numbers of doing that by hand."""
+    model, guide = pair
+    monkeypatch.setattr(importance, "CHUNK_ELEMENTS", 3 * D)
+    pyro.set_rng_seed(0)
+    grouped = importance_estimate(model, guide, batch[:4], num_particles=10)
+    pyro.set_rng_seed(0)
+    by_hand = [torch.cat([log_importance_weights(model, guide, row, k) for k in (3, 3, 3, 1)])
+               for row in batch[:4].split(1)]
+    weights = torch.cat(by_hand, dim=1)  # (10, 4)
+    torch.testing.assert_close(grouped.elbo, weights.mean(0))  # same draws, summed anew
+    torch.testing.assert_close(grouped.log_likelihood, weights.logsumexp(0) - math.log(10))
+    assert (grouped.log_likelihood >= grouped.elbo).all()
 
 
 def test_pyro_svi_trains_the_same_pair(pair, batch):

@@ -10,7 +10,7 @@ from typing import Any
 import pyro
 import torch
 
-from ..config import RunConfig, apply_overrides, load_config
+from ..config import MAX_PARTICLES, RunConfig, apply_overrides, load_config
 from ..data import BINARIZE_MODES, DATASETS, binarize_test_set, load_dataset, load_evaluation_array
 from ..elbos import ELBOS
 from ..errors import UserError
@@ -104,7 +104,14 @@ _TRAIN_FLAGS = {
 }
 
 
+# the most samples ``sample`` draws into its one grid image (100 x 100 tiles)
+MAX_GRID = 10_000
+
+
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    if not 1 <= args.num_particles <= MAX_PARTICLES:
+        raise UserError(f"--num-particles must be from 1 to {MAX_PARTICLES}, got "
+                        f"{args.num_particles}")
     # refused before the (long) evaluation: a training run's metrics.json is never replaced
     out = None if args.out is None else prepare_out(args.out, args.overwrite)
     trained = restore_vae(args.checkpoint, args.device)
@@ -134,8 +141,9 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def _sample(args: argparse.Namespace) -> dict[str, Any]:
     from ..plots.vae import save_sample_grid  # matplotlib: imported when a grid is drawn
 
-    if args.n < 1:
-        raise UserError(f"-n must be a positive number of samples, got {args.n}")
+    if not 1 <= args.n <= MAX_GRID:
+        raise UserError(f"-n must be a number of samples from 1 to {MAX_GRID} (one grid "
+                        f"image), got {args.n}")
     if not args.overwrite and holds_run(args.out.parent) and args.out.exists():
         raise UserError(f"--out {args.out} is a file of the run in {args.out.parent}; pass "
                         "--overwrite or choose another file name")

@@ -21,10 +21,12 @@ from pyro import poutine
 
 from ..progress import progress_bar
 
-__all__ = ["log_importance_weights", "ImportanceEstimate", "importance_estimate"]
+__all__ = ["CHUNK_ELEMENTS", "log_importance_weights", "ImportanceEstimate",
+           "importance_estimate"]
 
 # elements of the largest per-chunk tensor (particles x rows x features): bounds memory
-_CHUNK_ELEMENTS = 2**24
+# (measured: 4x larger chunks are no faster at K = 5000 on MNIST; the work is elementwise)
+CHUNK_ELEMENTS = 2**24
 
 
 def _sum_log_probs(trace: poutine.Trace) -> torch.Tensor:
@@ -59,13 +61,20 @@ def importance_estimate(
 ) -> ImportanceEstimate:
     """ELBO and log p(x) for every row of x (N, D), in memory-bounded chunks of rows.
 
+    Each chunk's tensors hold at most about :data:`CHUNK_ELEMENTS` numbers per site: rows
+    are grouped, and where even one row's K particles exceed that, the particles are drawn
+    in groups too and their weights joined before the mean and logsumexp.
     ``progress`` shows the rows done on stderr (K = 5000 on 10000 images takes minutes).
     """
-    rows = max(1, _CHUNK_ELEMENTS // (num_particles * max(x.shape[1], 1)))
+    features = max(x.shape[1], 1)
+    particles = max(1, min(num_particles, CHUNK_ELEMENTS // features))
+    groups = [particles] * (num_particles // particles) + [num_particles % particles] * bool(
+        num_particles % particles)
+    rows = max(1, CHUNK_ELEMENTS // (particles * features))
     elbos, log_liks = [], []
     bar = progress_bar(x.shape[0], f"log p(x) with K={num_particles}", progress)
     for chunk in x.split(rows):
-        w = log_importance_weights(model, guide, chunk, num_particles)
+        w = torch.cat([log_importance_weights(model, guide, chunk, k) for k in groups])
         elbos.append(w.mean(0))
         log_liks.append(w.logsumexp(0) - math.log(num_particles))
         bar.update(chunk.shape[0])

@@ -21,7 +21,11 @@ from ..inference.gmm import aic, bic, check_data, fit_gmm, select_components
 from ..models.gmm_density import log_marginal, random_mixture, sample_mixture
 from .runs import prepare_out, write_metrics
 
-__all__ = ["GMMOptions", "Simulation", "load_gmm_data", "run_gmm"]
+__all__ = ["GMMOptions", "MAX_SEPARATION", "MAX_SIMULATED", "Simulation", "load_gmm_data",
+           "run_gmm"]
+
+MAX_SIMULATED = 10**8  # numbers in a simulated data set (800 MB of float64)
+MAX_SEPARATION = 1e6  # far apart enough for any demonstration, far from overflowing a square
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,12 @@ class Simulation:
             integers = all(v == int(v) for v in fields[:3])
             if len(fields) not in (3, 4) or min(n, d, k) < 1 or not integers:
                 raise ValueError
+            if n * d > MAX_SIMULATED or not 0 <= separation <= MAX_SEPARATION:
+                raise ValueError
         except ValueError:
             raise UserError(
-                f"--simulate takes N,D,K[,SEP] with positive integers N, D, K; got {spec!r}"
+                f"--simulate takes N,D,K[,SEP] with positive integers N, D, K (N x D at most "
+                f"{MAX_SIMULATED}) and SEP from 0 to {MAX_SEPARATION:g}; got {spec!r}"
             ) from None
         return cls(n, d, k, separation)
 

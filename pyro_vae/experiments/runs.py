@@ -46,10 +46,14 @@ def prepare_out(out: str | Path, overwrite: bool) -> Path:
     """Create ``out`` and own it (:func:`claim_folder`); refuse a folder in use by another
     command, and one that holds another run unless ``overwrite``."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    claim_folder(out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        claim_folder(out)
+    except OSError as exc:  # under a file, too long a name, read-only, full disk...
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose "
+                        "another folder") from None
     if not overwrite and holds_run(out):
         raise UserError(f"--out {out} holds another run; pass --overwrite or choose another folder")
     return out

@@ -93,8 +93,10 @@ def load_toy_data(path: str | Path) -> torch.Tensor:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise UserError(f"--data {path} is not a readable .npy array ({exc})") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-        raise UserError(f"--data {path} must hold numbers, got {getattr(array, 'dtype', '?')}")
+    if (not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number)
+            or np.iscomplexobj(array)):
+        raise UserError(f"--data {path} must hold real numbers, got "
+                        f"{getattr(array, 'dtype', '?')}")
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
@@ -105,6 +107,11 @@ def load_toy_data(path: str | Path) -> torch.Tensor:
         raise UserError(f"--data {path} contains NaN or infinite values")
     if np.ptp(array) == 0:
         raise UserError(f"--data {path}: all points are equal; a scale cannot be fitted")
+    with np.errstate(over="ignore"):  # an overflow is the finding, not a warning
+        squares = np.square(array, dtype=np.float64).sum()
+    if not np.isfinite(squares):  # the fits use x^2
+        raise UserError(f"--data {path} has values too large to square in float64 (largest "
+                        f"|x| = {np.abs(array).max():.3g}); rescale it")
     return torch.as_tensor(array, dtype=torch.float64)
 
 

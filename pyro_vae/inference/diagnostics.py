@@ -5,7 +5,18 @@ from __future__ import annotations
 import torch
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-__all__ = ["ess_and_rhat"]
+from ..errors import UserError
+
+__all__ = ["MIN_DRAWS", "check_draws", "ess_and_rhat"]
+
+MIN_DRAWS = 4  # split R-hat halves each chain and needs two draws in each half
+
+
+def check_draws(num_samples: int) -> None:
+    """A :class:`UserError` unless NUTS is asked for enough draws per chain to diagnose."""
+    if num_samples < MIN_DRAWS:
+        raise UserError(f"NUTS needs at least {MIN_DRAWS} draws per chain for its R-hat, got "
+                        f"{num_samples}; ask for more samples (draws)")
 
 
 def ess_and_rhat(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,7 +46,7 @@ from ..errors import UserError
 from ..models.gmm import GLOBAL_SITES, GaussianMixtureModel, GMMPriors, MixtureParams
 from ..models.gmm_density import DTYPE, log_marginal
 from ..registry import Registry
-from .diagnostics import ess_and_rhat
+from .diagnostics import check_draws, ess_and_rhat
 from .gmm_em import em
 
 __all__ = [
@@ -83,6 +83,9 @@ def check_data(x, what: str = "data") -> torch.Tensor:
     x = x.to(DTYPE)
     if not torch.isfinite(x).all():
         raise UserError(f"{what} contains NaN or infinite values; remove or impute them first")
+    if not torch.isfinite(x.square().sum()):  # covariances, distances: squares of the data
+        raise UserError(f"{what} has values too large to square in float64 (largest "
+                        f"|x| = {x.abs().max().item():.3g}); rescale it (e.g. standardize)")
     return x
 
 
@@ -239,6 +242,7 @@ def unconstrained_potential(model: GaussianMixtureModel, x: torch.Tensor):
 def fit_nuts(x, model, *, restarts=5, seed=0, reg_covar=1e-6, num_samples=200,
              warmup_steps=200, num_chains=2, **_):
     """NUTS on the globals with z summed out; chains run one after another from the MAP."""
+    check_draws(num_samples)
     start, _ = em(x, model, restarts=restarts, seed=seed, reg_covar=reg_covar)
     start = start.ordered()
     potential, transforms = unconstrained_potential(model, x)

@@ -44,7 +44,7 @@ from ..models.uniform_scale import (
 )
 from ..registry import Registry
 from ..train import FitResult, fit
-from .diagnostics import ess_and_rhat
+from .diagnostics import check_draws, ess_and_rhat
 
 __all__ = [
     "TOY_INFERENCES",
@@ -191,6 +191,7 @@ def fit_svi(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -
 def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions | None) -> ToyFit:
     """One NUTS chain over ``model_fn(x)`` from the moment estimate; theta = posterior mean."""
     options = options or ToyOptions()
+    check_draws(options.samples)
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     a0, b0, mu0 = moment_estimate(x)

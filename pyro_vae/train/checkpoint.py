@@ -79,8 +79,12 @@ def previous_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check a checkpoint; ``UserError`` for anything that is not one of ours."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder; give its checkpoint.pt")
+    if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a FIFO, a device: reading it could block or never end
+        raise UserError(f"checkpoint {path} is not a regular file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, or a pickle carrying code

@@ -31,6 +31,7 @@ from .train.schedules import LR_SCHEDULES
 
 __all__ = [
     "MAX_COUNT",
+    "MAX_DATA_DIM",
     "MAX_PARTICLES",
     "MAX_WIDTH",
     "DataConfig",
@@ -256,6 +257,7 @@ def _choice(key: str, value: Any, choices) -> None:
 MAX_WIDTH = 2**16  # latent, hidden, channel and component counts
 MAX_PARTICLES = 2**20  # particles per example (chunked: memory is bounded separately)
 MAX_COUNT = 2**31 - 1  # epochs, batch size, sizes of a subset
+MAX_DATA_DIM = 2**24  # features of one example (a 4096 x 4096 image)
 
 
 def _positive(key: str, value: int, at_most: int = MAX_COUNT) -> None:

@@ -218,6 +218,41 @@ def test_a_failed_overwrite_changes_nothing(tmp_path):
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
+@pytest.mark.parametrize("tamper, message", [
+    (lambda p: p["config"]["model"].update(hidden=[10**12]), "model.hidden must be an integer"),
+    (lambda p: p["config"]["model"].update(latent_dim=2**40), "model.latent_dim must be"),
+    (lambda p: p["config"]["inference"].update(eval_particles=10**15), "eval_particles must be"),
+    (lambda p: p.update(data_dim=-5), "is invalid: data_dim -5"),
+    (lambda p: p.update(data_dim=10**12, image_shape=None), "is invalid: data_dim"),
+    (lambda p: p.update(image_shape=[10**6, 10**6]), "is invalid: data_dim 64"),
+    (lambda p: p.update(image_shape=["eight", 8]), "lacks the data shape"),
+])
+def test_a_checkpoint_bomb_is_refused_before_anything_is_built(tamper, message, uninterrupted,
+                                                               tmp_path, capsys):
+    """Declared sizes that would ask for terabytes end in exit 2 and one line: the config is
+    validated with its bounds and the data shape checked before any module is constructed."""
+    out, _ = uninterrupted
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    tamper(payload)
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("order", [[0] * 400, list(range(10**6, 10**6 + 400)), list(range(5))])
+def test_a_resume_position_outside_the_data_is_refused(order, uninterrupted, tmp_path, capsys):
+    out, _ = uninterrupted
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    payload["train_state"]["order"] = torch.tensor(order)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(payload, run / "checkpoint.pt")
+    assert main(["train", "--resume", str(run), "--epochs", "5"]) == 2
+    assert "cannot resume from this checkpoint: its shuffle is not an order of the 400 " \
+        "training rows" in capsys.readouterr().err
+
+
 class _NaNAt(torch.nn.Module):
     """A model that returns a NaN likelihood on the calls listed (a fault injected on purpose)."""
 

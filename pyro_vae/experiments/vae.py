@@ -6,6 +6,7 @@ pair from a checkpoint for ``evaluate`` and ``sample``.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ..build import build_vae, init_decoder_bias
-from ..config import RunConfig, dump_toml
+from ..config import MAX_DATA_DIM, RunConfig, dump_toml
 from ..data import Dataset, binarize, load_dataset
 from ..elbos import importance_estimate
 from ..errors import UserError
@@ -267,9 +268,14 @@ def restore_vae(checkpoint: str | Path, device: str = "cpu") -> TrainedVAE:
     try:
         data_dim = int(payload["data_dim"])
         binary = bool(payload["binary_data"])
-        image_shape = tuple(payload["image_shape"]) if payload.get("image_shape") else None
+        image_shape = (tuple(int(side) for side in payload["image_shape"])
+                       if payload.get("image_shape") else None)
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{checkpoint} lacks the data shape a VAE checkpoint records") from None
+    pixels = math.prod(image_shape) if image_shape else data_dim
+    if not (1 <= data_dim <= MAX_DATA_DIM and pixels == data_dim):
+        raise UserError(f"{checkpoint} is invalid: data_dim {data_dim} with image shape "
+                        f"{image_shape} (checked before anything is built)")
     model, guide = build_vae(config, data_dim, binary_data=binary, image_shape=image_shape)
     try:
         model.load_state_dict(payload["model_state"])

@@ -169,6 +169,7 @@ def fit(
     state = Progress(lr=lr)
     if resume is not None:
         state = restore(resume, model, guide, optimizer, result)
+        state.check(n, batch_size)
 
     def snapshot():
         return copy.deepcopy(

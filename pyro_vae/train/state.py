@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["FitResult", "Progress", "rng_state", "set_rng_state", "set_lr"]
 
 
@@ -45,6 +47,24 @@ class Progress:
 
     def state(self) -> dict[str, Any]:
         return dict(vars(self))
+
+    def check(self, n: int, batch_size: int) -> None:
+        """A :class:`UserError` unless this position fits a training set of ``n`` rows: a
+        saved (or tampered) position must never index outside the data."""
+        steps = -(-n // batch_size)
+        problem = None
+        if not (self.epoch >= 0 and 0 <= self.step <= steps and self.seen >= 0):
+            problem = f"epoch {self.epoch}, step {self.step} of {steps}"
+        elif self.order is not None and not _is_permutation(self.order, n):
+            problem = f"its shuffle is not an order of the {n} training rows"
+        if problem:
+            raise UserError(f"cannot resume from this checkpoint: {problem}")
+
+
+def _is_permutation(order: torch.Tensor, n: int) -> bool:
+    """Whether ``order`` holds each of 0..n-1 exactly once."""
+    return (order.shape == (n,) and not order.is_floating_point()
+            and torch.equal(order.sort().values, torch.arange(n, device=order.device)))
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The README is executed, not written: its generated blocks equal the files the benchmarks
 wrote, and its Python snippet prints the numbers its results table promises."""
 
+import json
 import re
 import subprocess
 import sys
@@ -70,3 +71,19 @@ def test_the_custom_prior_example_runs_from_the_shell(tmp_path):
     assert without.returncode == 2
     assert without.stderr.strip().endswith("plugin module(s) my_priors: run pyro-vae "
                                            "--import my_priors ...")
+
+
+def test_results_table_renders_runs_and_names_its_command(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({
+        "seconds_per_epoch": [1.25, 1.5], "elbo": "meanfield", "test_elbo": -100.004,
+        "test_log_likelihood": -95.5, "num_particles": 5000}))
+    out = tmp_path / "table.md"
+    made = subprocess.run([sys.executable, str(ROOT / "tools" / "results_table.py"), "--out",
+                           str(out), "--title", "Runs", "--row", f"default={run}"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("<!-- written by: python tools/results_table.py --out")
+    assert lines[-1] == "| default | 2 | 3 | meanfield | -100.00 | -95.50 | 5000 |"

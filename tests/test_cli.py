@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import pyro_vae
 from pyro_vae.cli import main
 from pyro_vae.train.checkpoint import load_checkpoint
 
@@ -101,6 +102,11 @@ def test_json_is_the_last_stdout_line_after_the_summary(tmp_path, capsys):
         "nats per example",
         f"run folder: {tmp_path}",
     ]
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"pyro-vae {pyro_vae.__version__}\n"
 
 
 def test_refuses_an_out_folder_holding_another_run(run, capsys):

@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
+from importlib.metadata import version
 
 import pyro
 
@@ -35,6 +36,7 @@ COMMAND_MODULES = (vae, gmm, toy, compare)
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-vae`` parser with every command's subparser."""
     parser = Parser(prog="pyro-vae", description="Latent-variable generative models in Pyro.")
+    parser.add_argument("--version", action="version", version=f"pyro-vae {version('pyro-vae')}")
     add_imports(parser)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in COMMAND_MODULES:

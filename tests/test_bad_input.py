@@ -4,6 +4,8 @@ Plus a property test: no TOML document, however odd, makes the config parser rai
 anything but the one-line ``UserError``.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tomllib
@@ -213,3 +215,8 @@ def test_random_toml_text_never_raises_a_traceback(text):
         load_config(None, [f"train.epochs={text}"] if "\n" not in text else [])
     except UserError:
         pass
+
+
+def test_the_readme_states_how_many_cases_run_here():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"**Bad input** ({len(BAD_INPUTS)} cases across all commands" in readme

@@ -94,9 +94,9 @@ BAD_INPUTS = [
     (["gmm", "--data", "missing.npy", "--components", "2"], "does not exist"),
     (["gmm", "--simulate", "10,2", "--components", "2"], "N,D,K"),
     # sizes that would exhaust memory, numbers that are not finite, checked before any work
-    (["evaluate", "--checkpoint", "ckpt.pt", "--num-particles", "0"], "--num-particles must be"),
-    (["evaluate", "--checkpoint", "ckpt.pt", "--num-particles", "-3"], "--num-particles must be"),
-    (["evaluate", "--checkpoint", "ckpt.pt", "--num-particles", "1000000000"], "from 1 to"),
+    (["evaluate", "--checkpoint", "ckpt.pt", "--eval-particles", "0"], "--eval-particles must be"),
+    (["evaluate", "--checkpoint", "ckpt.pt", "--eval-particles", "-3"], "--eval-particles must"),
+    (["evaluate", "--checkpoint", "ckpt.pt", "--eval-particles", "1000000000"], "from 1 to"),
     (["sample", "--checkpoint", "ckpt.pt", "-n", "10000000"], "-n must be a number of samples"),
     (["train", "--set", "model.latent_dim=1000000000000"], "from 1 to 65536"),
     (["train", "--set", "model.hidden=[1000000000000]"], "model.hidden must be an integer"),

@@ -1,5 +1,6 @@
 """The command line end to end on a tiny run: train, evaluate, sample, bad input."""
 
+import argparse
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 import pyro_vae
 from pyro_vae.cli import main
+from pyro_vae.cli.main import build_parser
 from pyro_vae.train.checkpoint import load_checkpoint
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--latent-dim", "2", "--set", "model.hidden=[32]",
@@ -47,7 +49,7 @@ def test_checkpoint_is_plain_data(run):
 def test_evaluate_reproduces_the_training_numbers(run, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"),
-                 "--num-particles", "20", "--json"]) == 0
+                 "--eval-particles", "20", "--json"]) == 0
     again = last_json_line(capsys)
     # same model, same test draw, same seed: the same numbers
     assert again["test_elbo"] == pytest.approx(metrics["test_elbo"], abs=1e-4)
@@ -58,7 +60,7 @@ def test_evaluate_on_a_user_file(run, tmp_path, capsys):
     path = tmp_path / "x.npy"
     np.save(path, np.random.default_rng(0).random((12, 64)))
     assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--data", str(path),
-                 "--num-particles", "5", "--json"]) == 0
+                 "--eval-particles", "5", "--json"]) == 0
     assert last_json_line(capsys)["num_examples"] == 12
 
 
@@ -81,12 +83,12 @@ def test_evaluate_and_sample_never_replace_a_training_runs_files(run, tmp_path, 
     assert main(["sample", "--checkpoint", checkpoint, "-n", "4",
                  "--out", str(tmp_path / "more.png")]) == 0
     evaluated = tmp_path / "evaluation"
-    assert main(["evaluate", "--checkpoint", checkpoint, "--num-particles", "2",
+    assert main(["evaluate", "--checkpoint", checkpoint, "--eval-particles", "2",
                  "--out", str(evaluated)]) == 0
     assert json.loads((evaluated / "metrics.json").read_text())["num_particles"] == 2
     # evaluate's own folder is a run folder too: a second evaluation asks for --overwrite
     assert main(["evaluate", "--checkpoint", checkpoint, "--out", str(evaluated)]) == 2
-    assert main(["evaluate", "--checkpoint", checkpoint, "--num-particles", "3",
+    assert main(["evaluate", "--checkpoint", checkpoint, "--eval-particles", "3",
                  "--out", str(evaluated), "--overwrite"]) == 0
     assert json.loads((evaluated / "metrics.json").read_text())["num_particles"] == 3
 
@@ -119,3 +121,29 @@ def test_garbage_checkpoint_is_refused(tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint at all")
     assert main(["evaluate", "--checkpoint", str(bad)]) == 2
     assert "not a readable pyro-vae checkpoint" in capsys.readouterr().err
+
+
+def _commands():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices
+
+
+# flags that mean one thing wherever they appear, with the one help text that says what
+# (--idata and --out share a meaning too; their help names what each command writes)
+SHARED = ("--train-particles", "--eval-particles", "--seed", "--overwrite", "--json", "--debug")
+
+
+def test_every_flag_has_a_help_line_and_shared_flags_one_meaning():
+    helps: dict[str, set[str]] = {}
+    for name, command in _commands().items():
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings} has no help line"
+            for flag in action.option_strings:
+                helps.setdefault(flag, set()).add(action.help)
+        flags = {flag for action in command._actions for flag in action.option_strings}
+        # one vocabulary: no flag that another command spells differently
+        assert not flags & {"--num-particles", "--particles"}, name
+    for flag in SHARED:
+        assert len(helps[flag]) == 1, (flag, helps[flag])
+    assert set(_commands()) == {"train", "evaluate", "sample", "toy", "gmm", "compare"}

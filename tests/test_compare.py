@@ -22,7 +22,8 @@ def _table(out):
 def test_compare_tiny_vae(tmp_path, capsys):
     out = tmp_path / "vae"
     code = main(["compare", "--model", "vae", "--inference", "trace,iwae", "--epochs", "1",
-                 "--seeds", "2", "--particles", "2", "--eval-particles", "10", "--out", str(out),
+                 "--seeds", "2", "--train-particles", "2", "--eval-particles", "10",
+                 "--out", str(out),
                  "--idata", str(tmp_path / "vae.nc"), "--json", *TINY_VAE])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -58,7 +59,7 @@ def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path):
     each, in the order asked; ``--reference`` adds the true parameters' row last."""
     out = tmp_path / "toy"
     code = main(["compare", "--model", "toy", "--inference", "mle,nuts,svi,trace,score",
-                 "--epochs", "20", "--seeds", "1", "--particles", "2", "--reference",
+                 "--epochs", "20", "--seeds", "1", "--train-particles", "2", "--reference",
                  "--out", str(out), "--idata", str(tmp_path / "toy.nc")])
     assert code == 0
     rows = {row["algorithm"]: row for row in _table(out)}

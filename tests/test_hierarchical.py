@@ -270,7 +270,7 @@ def test_command_line_train_evaluate_sample_resume_and_arviz(tmp_path, capsys, o
     assert math.isfinite(metrics["test_elbo"]) and math.isfinite(metrics["test_log_likelihood"])
     assert set(metrics["figures"]) == {"curves", "samples", "reconstructions", "latent"}
     checkpoint = out / "checkpoint.pt"
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--num-particles", "4",
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--eval-particles", "4",
                  "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert math.isfinite(evaluated["test_log_likelihood"])

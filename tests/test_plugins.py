@@ -37,7 +37,7 @@ def test_an_installed_entry_point_is_loaded_by_every_command(tmp_path):
     trained = pyro_vae("train", *QUICK, "--set", "prior.name=laplace_too", "--out", "run",
                        cwd=tmp_path, env=env)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    evaluated = pyro_vae("evaluate", "--checkpoint", "run/checkpoint.pt", "--num-particles", "5",
+    evaluated = pyro_vae("evaluate", "--checkpoint", "run/checkpoint.pt", "--eval-particles", "5",
                          "--json", cwd=tmp_path, env=env)
     assert evaluated.returncode == 0 and '"test_log_likelihood"' in evaluated.stdout
     # the package uninstalled: the checkpoint names the module it needs, nothing is imported

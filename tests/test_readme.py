@@ -60,7 +60,7 @@ def test_the_custom_prior_example_runs_from_the_shell(tmp_path):
     for line in commands:
         words = line.split()
         assert words[0] == "pyro-vae"
-        extra = quick if "train" in words else ["--num-particles", "5"]
+        extra = quick if "train" in words else ["--eval-particles", "5"]
         run = subprocess.run([str(pyro_vae), *words[1:], *extra], capture_output=True,
                              text=True, timeout=300, cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]

@@ -104,5 +104,5 @@ def test_prior_registered_in_a_test_file_trains_from_the_config_path(tmp_path, c
     assert math.isfinite(metrics["test_log_likelihood"])
     assert 'name = "cauchy_test"' in (out / "config.toml").read_text()
     # the checkpoint rebuilds through the same registry
-    evaluate = ["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--num-particles", "3"]
+    evaluate = ["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--eval-particles", "3"]
     assert main(evaluate) == 0

@@ -13,11 +13,14 @@ from pathlib import Path
 __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_USER_ERROR",
+    "HelpFormatter",
     "Parser",
+    "add_eval_particles",
     "add_idata",
     "add_out",
     "add_reporting",
     "add_seed",
+    "add_train_particles",
     "nats",
     "netcdf_path",
 ]
@@ -26,8 +29,22 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where it has one (not for unset flags and switches)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:  # argparse's extension point
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit 2, like every other user error."""
+    """argparse whose usage errors are one line and exit 2, like every other user error, and
+    whose ``--help`` shows every flag's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 (argparse API)
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
@@ -52,13 +69,25 @@ def add_out(parser: argparse.ArgumentParser, default: Path | None, help: str,
     parser.add_argument("--out", type=Path, default=default, metavar="DIR", help=help)
     if overwrite:
         parser.add_argument("--overwrite", action="store_true",
-                            help="replace a run already in --out")
+                            help="replace what --out already holds")
 
 
 def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
     """``--seed S``: every random number of the run follows from it."""
     parser.add_argument("--seed", type=int, default=default,
                         help="random seed (same seed, same numbers on a CPU)")
+
+
+def add_train_particles(parser: argparse.ArgumentParser, default: int | None) -> None:
+    """``--train-particles K``: Monte Carlo samples per example in each training step."""
+    parser.add_argument("--train-particles", type=int, default=default, metavar="K",
+                        help="particles per example in each training step (K of iwae, renyi)")
+
+
+def add_eval_particles(parser: argparse.ArgumentParser, default: int | None) -> None:
+    """``--eval-particles K``: importance samples per example for the test log-likelihood."""
+    parser.add_argument("--eval-particles", type=int, default=default, metavar="K",
+                        help="importance samples per example for the test log p(x)")
 
 
 def add_idata(parser: argparse.ArgumentParser, help: str) -> None:

@@ -8,7 +8,13 @@ from typing import Any
 
 from ..experiments.compare import run_compare
 from ..experiments.compare_models import COMPARE_MODELS, CompareRun
-from .common import add_idata, add_out, add_reporting
+from .common import (
+    add_eval_particles,
+    add_idata,
+    add_out,
+    add_reporting,
+    add_train_particles,
+)
 
 __all__ = ["add_command"]
 
@@ -17,7 +23,7 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
     names = [name.strip() for name in args.inference.split(",") if name.strip()]
     return run_compare(CompareRun(
         model=args.model, inference=names, out=args.out, overwrite=args.overwrite,
-        seeds=args.seeds, particles=args.particles, eval_particles=args.eval_particles,
+        seeds=args.seeds, particles=args.train_particles, eval_particles=args.eval_particles,
         epochs=args.epochs, config=args.config, overrides=list(args.set),
         reference=args.reference, idata=args.idata,
     ))
@@ -35,7 +41,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         description="Train each algorithm on the same data, seeds and budget; write one table "
                     "(CSV, Markdown, PNG) of mean and sd over seeds, one row per algorithm.",
     )
-    parser.add_argument("--model", required=True, choices=COMPARE_MODELS.names())
+    parser.add_argument("--model", required=True, choices=COMPARE_MODELS.names(),
+                        help="the model every algorithm is fitted to")
     parser.add_argument("--inference", required=True, metavar="A,B,C",
                         help="vae: ELBO names (e.g. trace,meanfield,iwae,renyi); toy: routes "
                              "mle,svi,nuts,nuts-latent and ELBO names (SVI with that ELBO); "
@@ -50,10 +57,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help="epochs (vae; default from the config), SVI steps (toy, default "
                              "300), steps / draws (gmm, default 200)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per algorithm")
-    parser.add_argument("--particles", type=int, default=5,
-                        help="particles per step for every ELBO (K of iwae and renyi)")
-    parser.add_argument("--eval-particles", type=int, default=1000,
-                        help="K of the VAE's importance-sampled test log-likelihood")
+    add_train_particles(parser, 5)
+    add_eval_particles(parser, 1000)
     add_out(parser, Path("runs/compare"), "folder for comparison.csv/.md/.png and metrics.json")
     add_idata(parser, "write each algorithm's seed-0 posterior as ArviZ InferenceData to "
                       "FILE.<algorithm>.nc (algorithms with posterior draws)")

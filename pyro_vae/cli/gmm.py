@@ -30,9 +30,12 @@ def add_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser
                         help="held-out points (default: 20%% of --data, the dataset's test split)")
     parser.add_argument("--pca", type=int, metavar="P",
                         help="project train and test onto the first P principal axes of train")
-    parser.add_argument("--components", "-k", type=int, required=True, metavar="K")
-    parser.add_argument("--covariance", choices=COVARIANCE_TYPES, default=GMMOptions.covariance)
-    parser.add_argument("--inference", choices=GMM_ROUTES.names(), default=GMMOptions.inference)
+    parser.add_argument("--components", "-k", type=int, required=True, metavar="K",
+                        help="mixture components of the fit (EM also sweeps 1..K+2 to choose)")
+    parser.add_argument("--covariance", choices=COVARIANCE_TYPES, default=GMMOptions.covariance,
+                        help="each component's covariance matrix")
+    parser.add_argument("--inference", choices=GMM_ROUTES.names(), default=GMMOptions.inference,
+                        help="map (EM), vi (SVI) or nuts (MCMC on the parameters)")
     parser.add_argument("--restarts", type=int, default=GMMOptions.restarts,
                         help="EM restarts (k-means++ starts)")
     parser.add_argument("--reg-covar", type=float, default=GMMOptions.reg_covar,

@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..experiments.uniform_scale import Simulation, ToyRun, run_toy
 from ..inference.uniform_scale import ToyOptions, toy_inference_names
 from ..models.uniform_scale import check_theta
-from .common import add_idata, add_out, add_reporting, add_seed
+from .common import add_idata, add_out, add_reporting, add_seed, add_train_particles
 
 __all__ = ["add_command"]
 
@@ -42,7 +42,7 @@ def _parse_simulate(spec: str) -> Simulation:
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     """The flags -> :class:`ToyRun` -> :func:`run_toy`."""
-    options = ToyOptions(steps=args.steps, lr=args.lr, num_particles=args.num_particles,
+    options = ToyOptions(steps=args.steps, lr=args.lr, num_particles=args.train_particles,
                          warmup=args.warmup, samples=args.samples)
     data = _parse_simulate(args.simulate) if args.simulate is not None else args.data
     metrics = run_toy(ToyRun(inference=args.inference, data=data, seed=args.seed, out=args.out,
@@ -76,8 +76,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     defaults = ToyOptions()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="SVI steps")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="SVI learning rate")
-    parser.add_argument("--num-particles", type=int, default=defaults.num_particles,
-                        help="ELBO particles per SVI step")
+    add_train_particles(parser, defaults.num_particles)
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="NUTS warmup steps")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="NUTS samples")
     add_reporting(parser)

@@ -23,7 +23,14 @@ from ..experiments.vae import (
     train_vae,
 )
 from ..train import PRECISIONS
-from .common import add_out, add_reporting, add_seed, nats
+from .common import (
+    add_eval_particles,
+    add_out,
+    add_reporting,
+    add_seed,
+    add_train_particles,
+    nats,
+)
 
 __all__ = ["add_command"]
 
@@ -96,7 +103,7 @@ _TRAIN_FLAGS = {
     "lr": "train.lr",
     "latent_dim": "model.latent_dim",
     "elbo": "inference.elbo",
-    "num_particles_train": "inference.num_particles",
+    "train_particles": "inference.num_particles",
     "eval_particles": "inference.eval_particles",
     "seed": "train.seed",
     "device": "train.device",
@@ -109,9 +116,9 @@ MAX_GRID = 10_000
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    if not 1 <= args.num_particles <= MAX_PARTICLES:
-        raise UserError(f"--num-particles must be from 1 to {MAX_PARTICLES}, got "
-                        f"{args.num_particles}")
+    if not 1 <= args.eval_particles <= MAX_PARTICLES:
+        raise UserError(f"--eval-particles must be from 1 to {MAX_PARTICLES}, got "
+                        f"{args.eval_particles}")
     # refused before the (long) evaluation: a training run's metrics.json is never replaced
     out = None if args.out is None else prepare_out(args.out, args.overwrite)
     trained = restore_vae(args.checkpoint, args.device)
@@ -131,7 +138,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         )
     if trained.binary_data:
         x = binarize_test_set(x)  # the same draw train_vae used for its test set
-    metrics = evaluate_vae(trained, x, args.num_particles, seed=args.seed, progress=True)
+    metrics = evaluate_vae(trained, x, args.eval_particles, seed=args.seed, progress=True)
     metrics.update(data=source, num_examples=x.shape[0], checkpoint=str(args.checkpoint))
     if out is not None:
         write_metrics(out, metrics)
@@ -186,23 +193,25 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one config entry (repeatable)",
     )
-    train.add_argument("--dataset", choices=DATASETS.names())
+    train.add_argument("--dataset", choices=DATASETS.names(),
+                       help="a named dataset (default: the config's, mnist5k)")
     train.add_argument("--data", type=str, metavar="PATH", help="user data, .npy (N x D) or .npz")
     train.add_argument("--data-dir", type=str,
                        help="folder holding MNIST/raw IDX files for --dataset mnist; without "
                             "it, MNIST is fetched once into $PYRO_VAE_CACHE")
-    train.add_argument("--binarize", choices=BINARIZE_MODES)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--latent-dim", type=int)
-    train.add_argument("--elbo", choices=ELBOS.names())
-    train.add_argument(
-        "--num-particles", dest="num_particles_train", type=int, help="particles per training step"
-    )
-    train.add_argument("--eval-particles", type=int, help="K for the test log-likelihood")
+    train.add_argument("--binarize", choices=BINARIZE_MODES,
+                       help="grey levels to binary pixels: a fresh draw per batch (dynamic), "
+                            "once (static) or not at all")
+    train.add_argument("--epochs", type=int, help="passes over the training set")
+    train.add_argument("--batch-size", type=int, help="examples per step")
+    train.add_argument("--lr", type=float, help="Adam's learning rate")
+    train.add_argument("--latent-dim", type=int, help="dimensions of z")
+    train.add_argument("--elbo", choices=ELBOS.names(), metavar="NAME",
+                       help=f"the training objective, one of {', '.join(ELBOS.names())}")
+    add_train_particles(train, None)  # None: the config's
+    add_eval_particles(train, None)
     add_seed(train, default=None)
-    train.add_argument("--device", choices=("cpu", "cuda"))
+    train.add_argument("--device", choices=("cpu", "cuda"), help="where to train")
     train.add_argument(
         "--precision",
         choices=tuple(PRECISIONS),
@@ -225,22 +234,27 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_train, summary=_train_summary)
 
     evaluate = commands.add_parser("evaluate", help="re-evaluate a saved model")
-    evaluate.add_argument("--checkpoint", type=Path, required=True)
+    evaluate.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                          help="a checkpoint.pt written by train")
     evaluate.add_argument("--data", type=str, metavar="PATH", help="evaluate on this file instead")
-    evaluate.add_argument("--num-particles", type=int, default=1000)
+    add_eval_particles(evaluate, 1000)
     add_seed(evaluate)
-    evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                          help="where to evaluate")
     add_out(evaluate, None, "folder for metrics.json (not a training run's folder)")
     add_reporting(evaluate)
     evaluate.set_defaults(func=_evaluate, summary=_evaluate_summary)
 
     sample = commands.add_parser("sample", help="draw new examples from a saved model")
-    sample.add_argument("--checkpoint", type=Path, required=True)
-    sample.add_argument("-n", type=int, default=64)
+    sample.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                        help="a checkpoint.pt written by train")
+    sample.add_argument("-n", type=int, default=64, help="samples in the grid")
     add_seed(sample)
-    sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where to sample")
     sample.add_argument("--out", type=Path, default=Path("samples.png"), metavar="FILE.png",
                         help="the image (a run's own files are kept unless --overwrite)")
-    sample.add_argument("--overwrite", action="store_true", help="replace a run's own image")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="replace what --out already holds")
     add_reporting(sample)
     sample.set_defaults(func=_sample, summary=_sample_summary)

@@ -101,7 +101,7 @@ def test_json_is_the_last_stdout_line_after_the_summary(tmp_path, capsys):
     assert summary == [
         f"1 epochs in {metrics['seconds_per_epoch'][0]:.0f} s (meanfield ELBO); test set of 300: "
         f"ELBO {metrics['test_elbo']:.2f}, log p(x) {metrics['test_log_likelihood']:.2f} (K=20) "
-        "nats per example",
+        f"nats per example; {metrics['active_units']} active latent units",
         f"run folder: {tmp_path}",
     ]
 

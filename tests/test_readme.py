@@ -86,4 +86,4 @@ def test_results_table_renders_runs_and_names_its_command(tmp_path):
     assert made.returncode == 0, made.stderr
     lines = out.read_text().splitlines()
     assert lines[0].startswith("<!-- written by: python tools/results_table.py --out")
-    assert lines[-1] == "| default | 2 | 3 | meanfield | -100.00 | -95.50 | 5000 |"
+    assert lines[-1] == "| default | 2 | 3 | meanfield | -100.00 | -95.50 | 5000 | n/a |"

@@ -10,6 +10,7 @@ from conftest import tiny_vae
 from pyro import poutine
 
 from pyro_vae.elbos import importance, importance_estimate, log_importance_weights, make_elbo
+from pyro_vae.guides import AmortizedGuide, active_units
 from pyro_vae.lecture.plain_vae import lecture_loss
 from pyro_vae.train import fit
 
@@ -134,3 +135,27 @@ def test_watching_the_test_elbo_does_not_change_training(mnist5k):
         fit(model, guide, x_train, x_test=watched, epochs=2, batch_size=32, progress=False)
         trained.append([p.detach().clone() for m in (model, guide) for p in m.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))
+
+
+class _FixedGuide(AmortizedGuide):
+    """q(z | x) = N(x[:, :4] * mask, 1) (through an identity flow when ``flow``)."""
+
+    def __init__(self, mask, flow=False):
+        super().__init__(torch.nn.Identity())
+        self.mask, self.flow = mask, flow
+
+    def posterior(self, x):
+        base = dist.Normal(x[:, :4] * self.mask, torch.ones(4)).to_event(1)
+        if not self.flow:
+            return base
+        return dist.TransformedDistribution(base, [dist.transforms.AffineTransform(0.0, 1.0)])
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_active_units_count_the_dimensions_whose_posterior_mean_varies(flow):
+    """Uniform data give mean variance 1/12 > 0.01 on the kept dimensions, 0 on the others;
+    without a closed-form mean (a flow) 1000 draws keep the noise variance near 1e-3."""
+    x = torch.rand(500, 6)
+    assert active_units(_FixedGuide(torch.tensor([1.0, 1.0, 1.0, 0.0]), flow), x) == 3
+    assert active_units(_FixedGuide(torch.tensor([0.0, 1.0, 0.0, 0.0]), flow), x) == 1
+    assert active_units(_FixedGuide(torch.tensor([0.05, 0.0, 0.0, 0.0]), flow), x) == 0

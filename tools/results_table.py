@@ -4,7 +4,8 @@
         --row "label=runs/folder" [--row ...] [--command "the commands that made the runs"]
 
 Each row: the label, epochs, training seconds, the ELBO used, test ELBO and test log p(x)
-with its K (nats per example).  The file starts with the command that wrote it, so that
+with its K (nats per example), and the guide's active latent units (n/a for runs from before
+they were counted).  The file starts with the command that wrote it, so that
 ``tools/sync_readme.py`` copies numbers that a script, not a hand, put there.
 """
 
@@ -25,7 +26,7 @@ def row(label: str, metrics: dict) -> str:
     seconds = sum(metrics["seconds_per_epoch"])
     return (f"| {label} | {epochs} | {seconds:.0f} | {metrics['elbo']} | "
             f"{nats(metrics['test_elbo'])} | {nats(metrics['test_log_likelihood'])} | "
-            f"{metrics['num_particles']} |")
+            f"{metrics['num_particles']} | {metrics.get('active_units', 'n/a')} |")
 
 
 def table(title: str, rows: list[tuple[str, dict]], command: str | None) -> str:
@@ -33,8 +34,8 @@ def table(title: str, rows: list[tuple[str, dict]], command: str | None) -> str:
     lines += [title, ""]
     if command:
         lines += ["```", command, "```", ""]
-    lines += ["| run | epochs | train s | ELBO | test ELBO | test log p(x) | K |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| run | epochs | train s | ELBO | test ELBO | test log p(x) | K | active units |",
+              "|---|---|---|---|---|---|---|---|"]
     lines += [row(label, metrics) for label, metrics in rows]
     return "\n".join(lines) + "\n"
 

@@ -168,7 +168,7 @@ def _train_summary(m: dict[str, Any]) -> list[str]:
         f"{len(m['seconds_per_epoch'])} epochs in {sum(m['seconds_per_epoch']):.0f} s "
         f"({m['elbo']} ELBO); {m['evaluated_on']} set of {m['num_test']}: "
         f"ELBO {nats(m['test_elbo'])}, log p(x) {nats(m['test_log_likelihood'])} "
-        f"(K={m['num_particles']}) nats per example",
+        f"(K={m['num_particles']}) nats per example; {m['active_units']} active latent units",
         f"run folder: {Path(m['checkpoint']).parent}",
     ]
 

@@ -22,6 +22,7 @@ from ..config import MAX_DATA_DIM, RunConfig, dump_toml
 from ..data import Dataset, binarize, load_dataset
 from ..elbos import importance_estimate
 from ..errors import UserError
+from ..guides import active_units
 from ..plots import vae as plots
 from ..plugins import loaded_plugins, require_plugins
 from ..train import fit
@@ -201,7 +202,8 @@ def evaluate_vae(
     trained: TrainedVAE, x: torch.Tensor, num_particles: int, *, seed: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Test ELBO and importance-sampled log-likelihood, nats per example (means over rows of x).
+    """Test ELBO and importance-sampled log-likelihood, nats per example (means over rows of x),
+    and the active units of the guide on x (:func:`~pyro_vae.guides.active_units`).
 
     A point-mass guide (``delta``) has no entropy and no density to importance-sample
     with: its "ELBO" is the joint log-density log p(x, z*) at the code z* = f(x), which
@@ -216,12 +218,15 @@ def evaluate_vae(
             "test_elbo_is_log_joint": True,
             "test_log_likelihood": None,
             "num_particles": 1,
+            "active_units": active_units(trained.guide, x),
         }
     estimate = importance_estimate(trained.model, trained.guide, x, num_particles, progress)
     return {
         "test_elbo": estimate.elbo.mean().item(),
         "test_log_likelihood": estimate.log_likelihood.mean().item(),
         "num_particles": num_particles,
+        # after the estimate, so that its draws are the ones it has always made
+        "active_units": active_units(trained.guide, x),
     }
 
 

@@ -8,11 +8,18 @@ entries (``flows``, ``flow_hidden``).  Guides with a Gaussian head also have
 ``encode(x) -> (loc, scale)``, used by the figures and the ``vamp`` prior.
 """
 
-from .base import GUIDES, AmortizedGuide
+from .base import GUIDES, AmortizedGuide, active_units
 
 # importing a guide module registers it in GUIDES
 from .delta import DeltaGuide
 from .gaussian import AmortizedGaussianGuide
 from .iaf import IAFGuide
 
-__all__ = ["GUIDES", "AmortizedGuide", "AmortizedGaussianGuide", "DeltaGuide", "IAFGuide"]
+__all__ = [
+    "GUIDES",
+    "AmortizedGuide",
+    "active_units",
+    "AmortizedGaussianGuide",
+    "DeltaGuide",
+    "IAFGuide",
+]

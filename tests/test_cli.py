@@ -10,6 +10,7 @@ import torch
 import pyro_vae
 from pyro_vae.cli import main
 from pyro_vae.cli.main import build_parser
+from pyro_vae.experiments.runs import strict_json
 from pyro_vae.train.checkpoint import load_checkpoint
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--latent-dim", "2", "--set", "model.hidden=[32]",
@@ -147,3 +148,11 @@ def test_every_flag_has_a_help_line_and_shared_flags_one_meaning():
     for flag in SHARED:
         assert len(helps[flag]) == 1, (flag, helps[flag])
     assert set(_commands()) == {"train", "evaluate", "sample", "toy", "gmm", "compare"}
+
+
+def test_json_output_is_strict_json():
+    """A diverged number is null, never the NaN that standard JSON parsers reject."""
+    text = strict_json({"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": -float("inf")},
+                        "e": (2, "x")})
+    assert text == '{"a": null, "b": [1.5, null], "c": {"d": null}, "e": [2, "x"]}'
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))

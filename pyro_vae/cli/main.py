@@ -12,7 +12,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ import pyro
 
 from ..errors import UserError
 from ..experiments.ownership import release_folders
+from ..experiments.runs import strict_json
 from ..plugins import import_plugins
 from ..train import TrainingInterrupted
 from . import compare, gmm, toy, vae
@@ -101,5 +101,5 @@ def main(argv: list[str] | None = None) -> int:
         for line in args.summary(metrics):  # for people: the headline numbers, the files
             print(line)
         if args.json:  # for programs
-            print(json.dumps(metrics))
+            print(strict_json(metrics))
     return 0

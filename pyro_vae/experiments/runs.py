@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "hold_out",
     "holds_run",
     "prepare_out",
+    "strict_json",
     "write_metrics",
 ]
 
@@ -59,10 +61,25 @@ def prepare_out(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def strict_json(value: Any, **options: Any) -> str:
+    """JSON text that every parser reads: NaN and infinities (a diverged number) become
+    null, which standard JSON has, instead of the ``NaN`` that ``json.dumps`` writes."""
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {key: finite(item) for key, item in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(item) for item in v]
+        return v
+
+    return json.dumps(finite(value), allow_nan=False, **options)
+
+
 def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
-    """``metrics`` as indented JSON in ``out/metrics.json``; the path."""
+    """``metrics`` as indented, strict JSON in ``out/metrics.json``; the path."""
     path = out / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    path.write_text(strict_json(metrics, indent=2) + "\n")
     return path
 
 

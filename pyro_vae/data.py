@@ -160,6 +160,15 @@ def _check_features(array: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
+def _check_labels(array: np.ndarray, rows: int, what: str) -> torch.Tensor:
+    """Integer class labels, one per row of the matching x; ``UserError`` otherwise."""
+    if array.shape != (rows,):
+        raise UserError(f"{what} has shape {array.shape}; want one label per image, ({rows},)")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise UserError(f"{what} must hold integer class labels, got dtype {array.dtype}")
+    return torch.as_tensor(array.astype(np.int64))
+
+
 def read_numpy(path: Path):
     """``np.load`` of a user's .npy/.npz without pickles; ``UserError`` for anything wrong."""
     if not path.is_file():
@@ -194,9 +203,9 @@ def load_array_file(path: str | Path, test_fraction: float = 0.2) -> Dataset:
                 raise UserError(f"{path} lacks {sorted(missing)}; an .npz needs x_train and x_test")
             x_train = _check_features(loaded["x_train"], f"{path}:x_train")
             x_test = _check_features(loaded["x_test"], f"{path}:x_test")
-            for key in labels:
+            for key, rows in (("y_train", len(x_train)), ("y_test", len(x_test))):
                 if key in loaded.files:
-                    labels[key] = torch.as_tensor(loaded[key].astype(np.int64))
+                    labels[key] = _check_labels(loaded[key], rows, f"{path}:{key}")
     if x_train.shape[1] != x_test.shape[1]:
         raise UserError(f"{path}: x_train has D={x_train.shape[1]}, x_test D={x_test.shape[1]}")
     side = int(round(np.sqrt(x_train.shape[1])))

@@ -36,6 +36,9 @@ def files(tmp_path, monkeypatch):
     np.save(tmp_path / "toy_big.npy", np.random.default_rng(0).uniform(1, 2, size=50) * 1e200)
     np.save(tmp_path / "toy_complex.npy", np.arange(1, 6) + 1j)
     (tmp_path / "a_folder").mkdir()
+    grey = np.full((20, 4), 0.5)
+    np.savez(tmp_path / "labels.npz", x_train=grey, x_test=grey[:5], y_test=np.zeros(3, int))
+    np.savez(tmp_path / "float_labels.npz", x_train=grey, x_test=grey[:5], y_test=np.zeros(5))
     (tmp_path / "text.npy").write_text("not numpy")
     (tmp_path / "bad.toml").write_text("[train\nepochs = ")
     (tmp_path / "unknown_section.toml").write_text("[trian]\nepochs = 3\n")
@@ -138,6 +141,10 @@ BAD_INPUTS = [
     (["gmm", "--simulate", "100,2,2", "--components", "2", "--out", "run"], "holds another run"),
     (["compare", "--model", "toy", "--inference", "mle", "--out", "run"], "holds another run"),
     (["--import", "no_such_plugin", "train"], "no module 'no_such_plugin'"),
+    (["toy", "--simulate", "0.5,2,1,100", "--inference", "svi", "--idata", "nowhere/post.nc"],
+     "the folder nowhere does not exist; create it first"),
+    (["train", "--data", "labels.npz"], "want one label per image, (5,)"),
+    (["train", "--data", "float_labels.npz"], "must hold integer class labels"),
 ]
 
 

@@ -60,6 +60,9 @@ def netcdf_path(text: str) -> Path:
     path = Path(text)
     if path.suffix != ".nc":
         raise argparse.ArgumentTypeError(f"{text}: give a NetCDF file name ending in .nc")
+    if not path.parent.is_dir():  # never create folders outside --out
+        raise argparse.ArgumentTypeError(f"{text}: the folder {path.parent} does not exist; "
+                                         "create it first")
     return path
 
 

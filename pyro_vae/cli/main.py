@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except SystemExit as exc:  # the status of processes it started (train --distributed)
         return int(exc.code or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and says so)
+        print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if metrics:  # a distributed run's other ranks have nothing to report
         for line in args.summary(metrics):  # for people: the headline numbers, the files
             print(line)

@@ -208,6 +208,22 @@ def test_overwrite_then_damage_never_resumes_the_replaced_run(tmp_path, capsys):
                                                    "or more")
 
 
+def test_a_resume_refuses_an_edited_config_and_another_out(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_ARGS, "--quiet", "--epochs", "1", "--out", str(out)]) == 0
+    config = out / "config.toml"
+    original = config.read_text()
+    config.write_text(original.replace("latent_dim = 2", "latent_dim = 5"))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
+    assert "config.toml was edited (model.latent_dim); --resume continues the run as saved" in (
+        capsys.readouterr().err)
+    config.write_text(original)
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--out", str(tmp_path)]) == 2
+    assert "continues in its own folder; drop --out" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+
+
 def test_a_failed_overwrite_changes_nothing(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *TINY_ARGS, "--quiet", "--epochs", "1", "--out", str(out)]) == 0

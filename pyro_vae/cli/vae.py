@@ -41,6 +41,9 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
+    if args.resume is not None and args.out is not None:
+        raise UserError(f"--resume {args.resume} continues in its own folder; drop --out")
+    args.out = args.out or DEFAULT_TRAIN_OUT
     if args.distributed is not None:
         return _train_distributed(args, load_config(args.config, overrides))
     if args.resume is None:
@@ -54,11 +57,26 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             "--resume continues a run with its saved config; only --epochs may be given"
         )
     config = RunConfig.from_dict(apply_overrides(payload["config"], epochs))
+    _refuse_edited_config(Path(args.resume) / "config.toml", config)
     done = payload.get("epoch")
     if isinstance(done, int) and config.train.epochs < done:
         raise UserError(f"--resume {args.resume}: the run has done {done} epochs; give --epochs "
                         f"{done} or more")
     return train_vae(config, args.resume, progress=not args.quiet, resume=payload)
+
+
+def _refuse_edited_config(path: Path, config: RunConfig) -> None:
+    """A resume continues the run as it was saved: an edit of its config.toml (which the
+    resume would overwrite) is refused rather than silently ignored."""
+    if not path.is_file():
+        return
+    on_disk, saved = load_config(path).to_dict(), config.to_dict()
+    edited = [f"{section}.{key}" for section, values in on_disk.items()
+              for key, value in values.items()
+              if value != saved[section][key] and f"{section}.{key}" != "train.epochs"]
+    if edited:
+        raise UserError(f"{path} was edited ({', '.join(edited)}); --resume continues the run "
+                        f"as saved: undo the edit, or start a new run with --config {path}")
 
 
 def _train_distributed(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
@@ -111,6 +129,7 @@ _TRAIN_FLAGS = {
 }
 
 
+DEFAULT_TRAIN_OUT = Path("runs/train")
 # the most samples ``sample`` draws into its one grid image (100 x 100 tiles)
 MAX_GRID = 10_000
 
@@ -217,7 +236,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
-    add_out(train, Path("runs/train"), "folder for metrics.json, checkpoint.pt, config and figures")
+    add_out(train, None, f"folder for metrics.json, checkpoint.pt, config and figures "
+                         f"(default: {DEFAULT_TRAIN_OUT})")
     train.add_argument(
         "--resume",
         type=Path,

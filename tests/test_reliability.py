@@ -21,7 +21,7 @@ from pyro_vae.config import load_config
 from pyro_vae.errors import UserError
 from pyro_vae.experiments.vae import train_vae
 from pyro_vae.train import CHECK_EVERY, TrainingDiverged, fit
-from pyro_vae.train.checkpoint import load_checkpoint
+from pyro_vae.train.checkpoint import load_checkpoint, remove_orphaned_temporaries
 from pyro_vae.train.step import bad_step, step_unless
 
 TINY = [
@@ -124,6 +124,16 @@ def test_sigkill_at_random_moments_then_resume(uninterrupted, tmp_path):
     stderr = process.communicate(timeout=300)[1]
     assert process.returncode == 0, stderr
     assert_same_params(params(tmp_path / "checkpoint.pt"), params(out / "checkpoint.pt"))
+    assert not list(tmp_path.glob(".checkpoint.pt.*tmp"))  # a killed save's files are gone
+
+
+def test_orphaned_temporaries_of_a_killed_save_are_removed(tmp_path):
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".checkpoint.pt.prev.tmp").write_bytes(b"a link never renamed")
+    (tmp_path / "keep.tmp").write_bytes(b"not ours")
+    removed = remove_orphaned_temporaries(tmp_path / "checkpoint.pt")
+    assert [p.name for p in removed] == [".checkpoint.pt.abc123.tmp", ".checkpoint.pt.prev.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.tmp"]
 
 
 def test_sigint_saves_and_resume_finishes_the_same(uninterrupted, tmp_path):

@@ -25,6 +25,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "previous_checkpoint",
+    "remove_orphaned_temporaries",
     "checkpoint_payload",
     "restore",
 ]
@@ -68,6 +69,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def remove_orphaned_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` of ``path`` left behind;
+    call it only while owning the folder (no save can be under way).  The paths removed."""
+    path = Path(path)
+    orphans = sorted(path.parent.glob(f".{path.name}.*tmp"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
 
 
 def previous_checkpoint(path: str | Path) -> Path:

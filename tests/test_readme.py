@@ -85,5 +85,29 @@ def test_results_table_renders_runs_and_names_its_command(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("<!-- written by: python tools/results_table.py --out")
+    assert lines[0] == ("<!-- written by tools/results_table.py from the metrics.json of "
+                        f"default: {run} -->")
     assert lines[-1] == "| default | 2 | 3 | meanfield | -100.00 | -95.50 | 5000 | n/a |"
+
+
+def _rows(name: str) -> list[list[str]]:
+    """The table rows of a docs/results file, as lists of cells."""
+    text = (ROOT / "docs" / "results" / name).read_text()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| run ")
+            and not line.startswith("| layers ")]
+
+
+def test_the_prose_agrees_with_the_tables_it_summarizes():
+    """Differences the README states in words, recomputed from the generated tables."""
+    nll = {(row[0], row[1]): float(row[3]) for row in _rows("iwae_table1.md")}
+    flat = " ".join(README.split())
+    iwae_gain = nll["1", "vae1"] - nll["1", "iwae5"]
+    depth_gain = nll["1", "vae1"] - nll["2", "vae1"]
+    assert f"IWAE k=5 is {iwae_gain:.2f} nats better than VAE k=1" in flat
+    assert f"two stochastic layers are {depth_gain:.2f} nats better" in flat
+    bias = {row[0]: float(row[5]) for row in _rows("decoder_bias.md")}
+    gain = [bias[f"mnist5k, data_mean, seed {s}"] - bias[f"mnist5k, zero, seed {s}"] for s in "012"]
+    full = bias["full MNIST, data_mean, seed 0"] - bias["full MNIST, zero, seed 0"]
+    assert f"{sum(gain) / 3:+.2f} nats of log p(x) on mnist5k (mean of 3 seeds) but {full:+.2f} " \
+        "on full MNIST" in flat

@@ -5,8 +5,8 @@
 
 Each row: the label, epochs, training seconds, the ELBO used, test ELBO and test log p(x)
 with its K (nats per example), and the guide's active latent units (n/a for runs from before
-they were counted).  The file starts with the command that wrote it, so that
-``tools/sync_readme.py`` copies numbers that a script, not a hand, put there.
+they were counted).  The file starts with a comment naming the runs it was read from, so
+that ``tools/sync_readme.py`` copies numbers that a script, not a hand, put there.
 """
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ def row(label: str, metrics: dict) -> str:
             f"{metrics['num_particles']} | {metrics.get('active_units', 'n/a')} |")
 
 
-def table(title: str, rows: list[tuple[str, dict]], command: str | None) -> str:
-    lines = [f"<!-- written by: python tools/results_table.py {' '.join(sys.argv[1:])} -->"]
+def table(title: str, rows: list[tuple[str, str, dict]], command: str | None) -> str:
+    sources = ", ".join(f"{label}: {folder}" for label, folder, _ in rows)
+    lines = [f"<!-- written by tools/results_table.py from the metrics.json of {sources} -->"]
     lines += [title, ""]
     if command:
         lines += ["```", command, "```", ""]
     lines += ["| run | epochs | train s | ELBO | test ELBO | test log p(x) | K | active units |",
               "|---|---|---|---|---|---|---|---|"]
-    lines += [row(label, metrics) for label, metrics in rows]
+    lines += [row(label, metrics) for label, _, metrics in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_path = Path(folder) / "metrics.json"
         if not label or not metrics_path.is_file():
             parser.error(f"--row {item}: want LABEL=RUN_DIR with RUN_DIR/metrics.json")
-        rows.append((label, json.loads(metrics_path.read_text())))
+        rows.append((label, folder, json.loads(metrics_path.read_text())))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table(args.title, rows, args.command))
     return 0

@@ -15,6 +15,8 @@ import pyro
 import pytest
 import torch
 from conftest import tiny_vae
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pyro_vae.cli import main
 from pyro_vae.config import load_config
@@ -277,6 +279,29 @@ def test_a_resume_position_outside_the_data_is_refused(order, uninterrupted, tmp
     assert main(["train", "--resume", str(run), "--epochs", "5"]) == 2
     assert "cannot resume from this checkpoint: its shuffle is not an order of the 400 " \
         "training rows" in capsys.readouterr().err
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
+                      min_size=1, max_size=8))
+def test_random_byte_edits_of_a_real_checkpoint_never_end_in_a_traceback(
+        edits, uninterrupted, tmp_path_factory, capsys):
+    """Whatever bytes change, evaluate and --resume either work or exit 2 with one line."""
+    out, _ = uninterrupted
+    data = bytearray((out / "checkpoint.pt").read_bytes())
+    for where, value in edits:
+        data[int(where * len(data))] = value
+    run = tmp_path_factory.mktemp("edited")
+    (run / "checkpoint.pt").write_bytes(bytes(data))
+    capsys.readouterr()
+    for argv in (["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--eval-particles",
+                  "2"], ["train", "--resume", str(run), "--epochs", "5", "--quiet"]):
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code in (0, 2), err
+        if code == 2:
+            assert len(err.splitlines()) == 1 and "Traceback" not in err, err
 
 
 class _NaNAt(torch.nn.Module):

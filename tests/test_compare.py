@@ -54,7 +54,7 @@ def test_compare_tiny_vae(tmp_path, capsys):
     assert float(idata.log_likelihood["x"].max()) < 0
 
 
-def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path):
+def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path, capsys):
     """Route names (mle, nuts, svi) and ELBO names (SVI with that ELBO) in one table, one row
     each, in the order asked; ``--reference`` adds the true parameters' row last."""
     out = tmp_path / "toy"
@@ -62,6 +62,10 @@ def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path):
                  "--epochs", "20", "--seeds", "1", "--train-particles", "2", "--reference",
                  "--out", str(out), "--idata", str(tmp_path / "toy.nc")])
     assert code == 0
+    # each cell says it starts, in plain lines on stderr
+    announced = [line for line in capsys.readouterr().err.splitlines() if "compare [" in line]
+    assert announced == [f"compare [{i}/5] {name}, seed 0" for i, name in
+                         enumerate(["mle", "nuts", "svi", "trace", "score"], 1)]
     rows = {row["algorithm"]: row for row in _table(out)}
     assert list(rows) == ["mle", "nuts", "svi", "trace", "score", "true parameters"]
     # the exact MLE maximizes the training log-likelihood: no other fit beats it on train

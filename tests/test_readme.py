@@ -87,7 +87,7 @@ def test_results_table_renders_runs_and_names_its_command(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == ("<!-- written by tools/results_table.py from the metrics.json of "
                         f"default: {run} -->")
-    assert lines[-1] == "| default | 2 | 3 | meanfield | -100.00 | -95.50 | 5000 | n/a |"
+    assert lines[-1] == "| default | 2 | 3 | meanfield | -100.00 | -95.50 | 5000 | 4.50 | n/a |"
 
 
 def _rows(name: str) -> list[list[str]]:

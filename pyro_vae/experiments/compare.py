@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .compare_models import COMPARE_MODELS, CompareRun
+from ..inference.diagnostics import check_draws
+from .compare_models import COMPARE_MODELS, GMM_BUDGET, CompareRun
 from .runs import prepare_out, write_metrics
 
 __all__ = ["METRICS", "run_compare", "summarize"]
@@ -95,9 +96,10 @@ def _check(run: CompareRun) -> None:
     if not names or len(set(names)) != len(names):
         raise UserError("--inference wants distinct comma-separated names, got "
                         f"{','.join(names)!r}")
-    for flag in ("seeds", "particles", "eval_particles"):
-        if getattr(run, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(run, flag)}")
+    for field, flag in (("seeds", "--seeds"), ("particles", "--train-particles"),
+                        ("eval_particles", "--eval-particles")):
+        if getattr(run, field) < 1:
+            raise UserError(f"{flag} must be >= 1, got {getattr(run, field)}")
     if run.epochs is not None and run.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {run.epochs}")
     if run.model != "vae" and (run.config is not None or run.overrides):
@@ -109,6 +111,8 @@ def _check(run: CompareRun) -> None:
     if unknown:
         raise UserError(f"unknown inference {', '.join(unknown)} for --model {run.model}; choose "
                         f"from: {', '.join(valid)}")
+    if run.model == "gmm" and "nuts" in names:  # --epochs counts NUTS draws there
+        check_draws(run.epochs or GMM_BUDGET)
     if run.reference and not model.has_reference:
         raise UserError(f"--reference adds the true parameters' row; --model {run.model} is "
                         "fitted to data with no known parameters")

@@ -30,12 +30,16 @@ from ..inference import uniform_scale as toy
 from ..inference.gmm import GMM_ROUTES, fit_gmm
 from ..models.gmm_density import log_marginal, random_mixture, sample_mixture
 from ..models.uniform_scale import UniformScale
+from ..progress import say
 from ..registry import Registry
 from ..rng import single_thread
 from ..train import fit
 from .runs import first_rows
 
-__all__ = ["COMPARE_MODELS", "CompareModel", "CompareRun", "gradient_variance"]
+__all__ = ["COMPARE_MODELS", "GMM_BUDGET", "Announcer", "CompareModel", "CompareRun",
+           "gradient_variance"]
+
+GMM_BUDGET = 200  # SVI steps (vi) and NUTS draws (nuts) per mixture fit unless --epochs says
 
 GRADIENT_DRAWS = 20
 VAE_IDATA_IMAGES = 100  # test images in the VAE's InferenceData: (S, 100, 784) per group
@@ -103,6 +107,17 @@ def _row(name: str, seed: int, final_bound: float, test: float, variance: float 
 # ---------------------------------------------------------------------------- VAE
 
 
+class Announcer:
+    """Says on stderr which (algorithm, seed) cell starts: "compare [3/12] trace, seed 1"."""
+
+    def __init__(self, run: CompareRun):
+        self.total, self.started = len(run.inference) * run.seeds, 0
+
+    def __call__(self, name: str, seed: int) -> None:
+        self.started += 1
+        say(f"compare [{self.started}/{self.total}] {name}, seed {seed}")
+
+
 def compare_vae(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[str, Any]]:
     """Each ELBO trains the config's VAE from the same initial weights per seed."""
     overrides = list(run.overrides) + ([f"train.epochs={run.epochs}"] if run.epochs else [])
@@ -112,8 +127,10 @@ def compare_vae(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     x_train, x_test, transform = binarize(data.x_train, data.x_test, config.data.binarize)
     t = config.train
     rows = []
+    announce = Announcer(run)
     for name in run.inference:
         for seed in range(run.seeds):
+            announce(name, seed)
             pyro.clear_param_store()  # every run starts afresh (autoguides keep state there)
             pyro.set_rng_seed(seed)
             model, guide = build_vae(config, data.dim, binary_data=config.data.binarize != "none",
@@ -156,9 +173,11 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     x = toy.simulate(0.5, 2.0, 1.0, 500, seed=0)
     x_test = toy.simulate(0.5, 2.0, 1.0, 500, seed=1)
     rows = []
+    announce = Announcer(run)
     with single_thread():
         for seed in range(run.seeds):
             for name in run.inference:
+                announce(name, seed)
                 route, options = toy.toy_inference(name, toy.ToyOptions(
                     steps=steps, num_particles=run.particles, warmup=max(50, steps // 2),
                     samples=max(50, steps // 2)))
@@ -208,14 +227,16 @@ def compare_gmm(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     exact marginal at the MAP (``map``) or the posterior predictive mean over draws (``vi``,
     ``nuts``).
     """
-    budget = run.epochs or 200
+    budget = run.epochs or GMM_BUDGET
     truth = random_mixture(3, 2, separation=3.0, anisotropy=3.0, seed=0)
     generator = torch.Generator().manual_seed(0)
     x, _ = sample_mixture(truth, 1000, generator)
     x_test, _ = sample_mixture(truth, 1000, generator)
     rows = []
+    announce = Announcer(run)
     for seed in range(run.seeds):
         for name in run.inference:
+            announce(name, seed)
             pyro.clear_param_store()  # the vi route's AutoNormal would resume from the last fit
             fitted = fit_gmm(x, 3, "diag", name, seed=seed, restarts=3, steps=budget,
                              num_samples=budget, warmup_steps=budget)

@@ -106,6 +106,10 @@ def test_the_prose_agrees_with_the_tables_it_summarizes():
     depth_gain = nll["1", "vae1"] - nll["2", "vae1"]
     assert f"IWAE k=5 is {iwae_gain:.2f} nats better than VAE k=1" in flat
     assert f"two stochastic layers are {depth_gain:.2f} nats better" in flat
+    default = _rows("mnist_vae.md")[0]
+    assert abs(-float(default[5]) - nll["1", "vae1"]) < 1  # "within a nat"
+    assert f"{default[8]} of its 50 latent units are active" in flat
+    assert min(nll.values()) == nll["1", "iwae5"]  # "the best shipped config at this budget"
     bias = {row[0]: float(row[5]) for row in _rows("decoder_bias.md")}
     gain = [bias[f"mnist5k, data_mean, seed {s}"] - bias[f"mnist5k, zero, seed {s}"] for s in "012"]
     full = bias["full MNIST, data_mean, seed 0"] - bias["full MNIST, zero, seed 0"]

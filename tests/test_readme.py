@@ -110,6 +110,12 @@ def test_the_prose_agrees_with_the_tables_it_summarizes():
     assert abs(-float(default[5]) - nll["1", "vae1"]) < 1  # "within a nat"
     assert f"{default[8]} of its 50 latent units are active" in flat
     assert min(nll.values()) == nll["1", "iwae5"]  # "the best shipped config at this budget"
+    configs = {row[0]: row for row in _rows("configs.md")}
+    conv10, conv30 = configs["`vae_digits_conv` (digits 8x8, conv)"], configs[
+        "`vae_digits_conv`, its own 30 epochs"]
+    assert (conv10[8], conv10[7], conv30[8]) == ("1", "0.08", "8")  # "one active unit, 0.08"
+    sweep = [float(row[5]) for row in _rows("conv_sweep.md")]
+    assert max(sweep) == sweep[2]  # "none of which beat plain longer training" (300 epochs)
     bias = {row[0]: float(row[5]) for row in _rows("decoder_bias.md")}
     gain = [bias[f"mnist5k, data_mean, seed {s}"] - bias[f"mnist5k, zero, seed {s}"] for s in "012"]
     full = bias["full MNIST, data_mean, seed 0"] - bias["full MNIST, zero, seed 0"]

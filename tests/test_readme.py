@@ -66,8 +66,10 @@ def test_the_custom_prior_example_runs_from_the_shell(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
     metrics = (tmp_path / "runs" / "cauchy" / "eval" / "metrics.json").read_text()
     assert '"test_log_likelihood"' in metrics
-    without = subprocess.run([str(pyro_vae), *commands[1].split()[3:]], capture_output=True,
-                             text=True, timeout=300, cwd=tmp_path)
+    evaluate = commands[1].split()[3:]  # without --import my_priors, and without its --out
+    evaluate = evaluate[:evaluate.index("--out")]
+    without = subprocess.run([str(pyro_vae), *evaluate], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
     assert without.returncode == 2
     assert without.stderr.strip().endswith("plugin module(s) my_priors: run pyro-vae "
                                            "--import my_priors ...")

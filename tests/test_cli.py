@@ -156,3 +156,14 @@ def test_json_output_is_strict_json():
                         "e": (2, "x")})
     assert text == '{"a": null, "b": [1.5, null], "c": {"d": null}, "e": [2, "x"]}'
     json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+
+def test_without_out_every_run_gets_a_new_folder(tmp_path, monkeypatch, capsys):
+    """The default --out is new each time: a second run is never refused (nor overwrites)."""
+    monkeypatch.chdir(tmp_path)
+    command = ["gmm", "--simulate", "100,2,2", "--components", "2", "--restarts", "1"]
+    assert main(command) == 0 and main(command) == 0
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(name.startswith("gmm-20") for name in folders)
+    assert all((tmp_path / "runs" / name / "metrics.json").is_file() for name in folders)
+    assert f"run folder: runs/{folders[1]}" in capsys.readouterr().out

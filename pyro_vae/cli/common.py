@@ -8,6 +8,7 @@ ones it has.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "add_reporting",
     "add_seed",
     "add_train_particles",
+    "fresh_out",
     "nats",
     "netcdf_path",
 ]
@@ -64,6 +66,18 @@ def netcdf_path(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text}: the folder {path.parent} does not exist; "
                                          "create it first")
     return path
+
+
+def fresh_out(command: str) -> Path:
+    """The default run folder: ``runs/<command>-<date>-<time>``, new for every run (a second
+    run in the same second gets ``-2``, ``-3``...), so a run without ``--out`` is never
+    refused; an explicit ``--out`` that holds a run is (unless ``--overwrite``)."""
+    stem = Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = stem, 1
+    while out.exists():
+        n += 1
+        out = stem.with_name(f"{stem.name}-{n}")
+    return out
 
 
 def add_out(parser: argparse.ArgumentParser, default: Path | None, help: str,

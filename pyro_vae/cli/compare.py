@@ -14,6 +14,7 @@ from .common import (
     add_out,
     add_reporting,
     add_train_particles,
+    fresh_out,
 )
 
 __all__ = ["add_command"]
@@ -22,7 +23,8 @@ __all__ = ["add_command"]
 def _compare(args: argparse.Namespace) -> dict[str, Any]:
     names = [name.strip() for name in args.inference.split(",") if name.strip()]
     return run_compare(CompareRun(
-        model=args.model, inference=names, out=args.out, overwrite=args.overwrite,
+        model=args.model, inference=names, out=args.out or fresh_out("compare"),
+        overwrite=args.overwrite,
         seeds=args.seeds, particles=args.train_particles, eval_particles=args.eval_particles,
         epochs=args.epochs, config=args.config, overrides=list(args.set),
         reference=args.reference, idata=args.idata,
@@ -59,7 +61,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per algorithm")
     add_train_particles(parser, 5)
     add_eval_particles(parser, 1000)
-    add_out(parser, Path("runs/compare"), "folder for comparison.csv/.md/.png and metrics.json")
+    add_out(parser, None, "folder for comparison.csv/.md/.png and metrics.json (default: a new "
+                          "runs/compare-<date>-<time>)")
     add_idata(parser, "write each algorithm's seed-0 posterior as ArviZ InferenceData to "
                       "FILE.<algorithm>.nc (algorithms with posterior draws)")
     add_reporting(parser)

@@ -10,7 +10,7 @@ from ..data import DATASETS
 from ..experiments.gmm import GMMOptions, Simulation, run_gmm
 from ..inference.gmm import GMM_ROUTES
 from ..models.gmm import COVARIANCE_TYPES
-from .common import add_idata, add_out, add_reporting, add_seed
+from .common import add_idata, add_out, add_reporting, add_seed, fresh_out
 
 __all__ = ["add_command"]
 
@@ -45,7 +45,8 @@ def add_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser
     parser.add_argument("--samples", type=int, default=GMMOptions.samples,
                         help="nuts: draws per chain (as many warm-up steps; 2 chains)")
     add_seed(parser, GMMOptions.seed)
-    add_out(parser, GMMOptions.out, help="run folder: metrics.json, mixture.png, selection.png")
+    add_out(parser, None, help="run folder: metrics.json, mixture.png, selection.png (default: "
+                               "a new runs/gmm-<date>-<time>)")
     add_idata(parser, help="vi, nuts: write ArviZ InferenceData (posterior, predictive, "
                            "per-point log-likelihood) to NetCDF")
     add_reporting(parser)
@@ -62,7 +63,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         components=args.components, data=args.data, dataset=args.dataset, simulate=simulate,
         test=args.test, pca=args.pca, covariance=args.covariance, inference=args.inference,
         restarts=args.restarts, reg_covar=args.reg_covar, steps=args.steps,
-        samples=args.samples, seed=args.seed, out=args.out, overwrite=args.overwrite,
+        samples=args.samples, seed=args.seed, out=args.out or fresh_out("gmm"),
+        overwrite=args.overwrite,
         idata=args.idata,
     )
     return run_gmm(options)

@@ -29,6 +29,7 @@ from .common import (
     add_reporting,
     add_seed,
     add_train_particles,
+    fresh_out,
     nats,
 )
 
@@ -43,7 +44,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.resume is not None and args.out is not None:
         raise UserError(f"--resume {args.resume} continues in its own folder; drop --out")
-    args.out = args.out or DEFAULT_TRAIN_OUT
+    args.out = args.out or fresh_out("train")
     if args.distributed is not None:
         return _train_distributed(args, load_config(args.config, overrides))
     if args.resume is None:
@@ -129,7 +130,6 @@ _TRAIN_FLAGS = {
 }
 
 
-DEFAULT_TRAIN_OUT = Path("runs/train")
 # the most samples ``sample`` draws into its one grid image (100 x 100 tiles)
 MAX_GRID = 10_000
 
@@ -236,8 +236,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
-    add_out(train, None, f"folder for metrics.json, checkpoint.pt, config and figures "
-                         f"(default: {DEFAULT_TRAIN_OUT})")
+    add_out(train, None, "folder for metrics.json, checkpoint.pt, config and figures "
+                         "(default: a new runs/train-<date>-<time>)")
     train.add_argument(
         "--resume",
         type=Path,

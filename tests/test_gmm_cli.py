@@ -104,3 +104,16 @@ def test_singular_covariance_is_regularized_by_default(tmp_path, capsys):
     assert code == 0, captured.err
     assert np.isfinite(json.loads(captured.out.strip().splitlines()[-1])["test_log_likelihood"])
 
+
+
+def test_a_best_k_at_the_edge_of_the_sweep_is_warned_about(tmp_path, capsys):
+    """Six well-separated clusters, K = 1 asked: the sweep 1..3 keeps improving to its end."""
+    out = tmp_path / "run"
+    assert main(["gmm", "--simulate", "600,2,6,8", "--components", "1", "--restarts", "2",
+                 "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out.strip().splitlines()[-1])
+    assert metrics["best_k"]["test_log_likelihood"] == 3
+    assert "the largest tried: a larger K may be better; try --components 5" in (
+        metrics["selection_warning"])
+    assert "pyro-vae gmm: warning: the best K by" in captured.err

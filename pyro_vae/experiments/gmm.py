@@ -19,6 +19,7 @@ from ..data import load_dataset, read_numpy
 from ..errors import UserError
 from ..inference.gmm import aic, bic, check_data, fit_gmm, select_components
 from ..models.gmm_density import log_marginal, random_mixture, sample_mixture
+from ..progress import say
 from .runs import prepare_out, write_metrics
 
 __all__ = ["GMMOptions", "MAX_SEPARATION", "MAX_SIMULATED", "Simulation", "load_gmm_data",
@@ -219,6 +220,12 @@ def run_gmm(options: GMMOptions) -> dict[str, Any]:
                 "components"],
         },
     }
+    at_edge = [name for name, best in metrics["best_k"].items() if best == ks[-1] < n]
+    if at_edge:  # the sweep stopped where the criterion was still improving
+        metrics["selection_warning"] = (
+            f"the best K by {' and '.join(at_edge)} is {ks[-1]}, the largest tried: a larger K "
+            f"may be better; try --components {ks[-1] + 2}")
+        say(f"pyro-vae gmm: warning: {metrics['selection_warning']}")
     # matplotlib is heavy: imported only when a run draws its figures
     from ..plots.gmm import save_mixture_figure, save_selection_curve
 

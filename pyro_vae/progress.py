@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["PlainProgress", "progress_bar", "say"]
+__all__ = ["PlainProgress", "live_bars", "progress_bar", "say"]
 
 
 class PlainProgress:
@@ -47,6 +47,11 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
         return PlainProgress(total, desc, initial)
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False,
                 file=sys.stderr)
+
+
+def live_bars() -> bool:
+    """Whether a redrawn bar (tqdm, Pyro's MCMC progress) belongs on stderr: a terminal."""
+    return sys.stderr.isatty()
 
 
 def say(line: str) -> None:

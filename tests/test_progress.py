@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pyro_vae.progress import PlainProgress, progress_bar
+from pyro_vae.progress import PlainProgress, live_bars, progress_bar
 
 
 def test_plain_progress_writes_whole_lines_to_stderr(capsys):
@@ -24,6 +24,7 @@ def test_plain_progress_writes_whole_lines_to_stderr(capsys):
 
 def test_a_pipe_gets_plain_lines_and_quiet_gets_nothing(capsys):
     assert isinstance(progress_bar(10, "epoch 1/1"), PlainProgress)  # capsys: not a terminal
+    assert not live_bars()  # so NUTS keeps Pyro's redrawn bar out of logs
     quiet = progress_bar(10, "epoch 1/1", enabled=False)
     quiet.update(10)
     quiet.close()

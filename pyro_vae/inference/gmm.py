@@ -45,6 +45,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal, init_to_val
 from ..errors import UserError
 from ..models.gmm import GLOBAL_SITES, GaussianMixtureModel, GMMPriors, MixtureParams
 from ..models.gmm_density import DTYPE, log_marginal
+from ..progress import live_bars
 from ..registry import Registry
 from .diagnostics import check_draws, ess_and_rhat
 from .gmm_em import em
@@ -251,7 +252,8 @@ def fit_nuts(x, model, *, restarts=5, seed=0, reg_covar=1e-6, num_samples=200,
     for chain in range(num_chains):
         pyro.set_rng_seed(seed + chain)
         mcmc = MCMC(NUTS(potential_fn=potential), num_samples=num_samples,
-                    warmup_steps=warmup_steps, initial_params=init, disable_progbar=True)
+                    warmup_steps=warmup_steps, initial_params=init,
+                    disable_progbar=not live_bars())
         mcmc.run()
         values = {name: t(mcmc.get_samples()[name]) for name, t in transforms.items()}
         chains.append(MixtureParams.from_sites(values).ordered())

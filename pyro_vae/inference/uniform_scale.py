@@ -42,6 +42,7 @@ from ..models.uniform_scale import (
     latent_model,
     marginal_model,
 )
+from ..progress import live_bars
 from ..registry import Registry
 from ..train import FitResult, fit
 from .diagnostics import check_draws, ess_and_rhat
@@ -198,7 +199,8 @@ def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions | None) 
     init = init_to_value(values={"a": x.new_tensor(a0), "gap": x.new_tensor(b0 - a0),
                                  "mu": x.new_tensor(mu0)})
     mcmc = MCMC(NUTS(model_fn, init_strategy=init), num_samples=options.samples,
-                warmup_steps=options.warmup, num_chains=1, disable_progbar=True)
+                warmup_steps=options.warmup, num_chains=1,
+                disable_progbar=not live_bars())
     mcmc.run(x)
     seconds = time.perf_counter() - start
     samples = mcmc.get_samples()

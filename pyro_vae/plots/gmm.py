@@ -66,8 +66,16 @@ def save_selection_curve(rows: list[dict], path) -> Path:
     criteria.plot(ks, [row["bic"] for row in rows], "--", color="C3", label="BIC")
     criteria.plot(ks, [row["aic"] for row in rows], ":", color="C4", label="AIC")
     criteria.set_ylabel("BIC, AIC (lower is better)")
+    # the K each criterion chooses, marked where it chooses it
+    best_bic = min(rows, key=lambda row: row["bic"])
+    best_test = max(rows, key=lambda row: row["test_log_likelihood"])
+    criteria.plot(best_bic["components"], best_bic["bic"], "v", color="C3", markersize=10,
+                  label=f"BIC's K = {best_bic['components']}")
+    ax.plot(best_test["components"], best_test["test_log_likelihood"], "*", color="C1",
+            markersize=14, label=f"best test K = {best_test['components']}")
+    ax.set_xticks(ks)  # whole numbers of components only
     lines = ax.get_legend_handles_labels()
     more = criteria.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="center right")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)

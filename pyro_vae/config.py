@@ -34,6 +34,7 @@ __all__ = [
     "MAX_DATA_DIM",
     "MAX_PARTICLES",
     "MAX_WIDTH",
+    "check_count",
     "DataConfig",
     "ModelConfig",
     "PriorConfig",
@@ -67,7 +68,7 @@ class DataConfig:
             _choice("data.dataset", self.dataset, DATASETS.names())
         for key in ("train_size", "test_size"):
             if getattr(self, key) is not None:
-                _positive(f"data.{key}", getattr(self, key))
+                check_count(f"data.{key}", getattr(self, key))
         if self.validation < 0:
             raise UserError(f"data.validation must be >= 0, got {self.validation}")
 
@@ -88,17 +89,17 @@ class ModelConfig:
     decoder_bias: str = "zero"
 
     def validate(self) -> None:
-        _positive("model.latent_dim", self.latent_dim, MAX_WIDTH)
+        check_count("model.latent_dim", self.latent_dim, MAX_WIDTH)
         if self.latent_dims and len(self.latent_dims) != 2:
             raise UserError("model.latent_dims lists the sizes of two stochastic layers "
                             f"(e.g. [100, 50]) or is empty, got {self.latent_dims}")
         for size in (*self.latent_dims, *self.hidden_between):
-            _positive("model.latent_dims / model.hidden_between", size, MAX_WIDTH)
+            check_count("model.latent_dims / model.hidden_between", size, MAX_WIDTH)
         _choice("model.decoder_bias", self.decoder_bias, ("zero", "data_mean"))
         for size in self.hidden:
-            _positive("model.hidden", size, MAX_WIDTH)
+            check_count("model.hidden", size, MAX_WIDTH)
         for size in self.channels:
-            _positive("model.channels", size, MAX_WIDTH)
+            check_count("model.channels", size, MAX_WIDTH)
         _choice("model.network", self.network, NETWORKS.names())
         _choice("model.activation", self.activation, sorted(ACTIVATIONS))
 
@@ -113,7 +114,7 @@ class PriorConfig:
 
     def validate(self) -> None:
         _choice("prior.name", self.name, PRIORS.names())
-        _positive("prior.components", self.components, MAX_WIDTH)
+        check_count("prior.components", self.components, MAX_WIDTH)
         _greater("prior.df", self.df, 0.0)
 
 
@@ -144,9 +145,9 @@ class GuideConfig:
 
     def validate(self) -> None:
         _choice("guide.name", self.name, GUIDES.names())
-        _positive("guide.flows", self.flows, 64)
+        check_count("guide.flows", self.flows, 64)
         for size in self.flow_hidden:
-            _positive("guide.flow_hidden", size, MAX_WIDTH)
+            check_count("guide.flow_hidden", size, MAX_WIDTH)
 
 
 @dataclass
@@ -169,8 +170,8 @@ class InferenceConfig:
 
     def validate(self) -> None:
         _choice("inference.elbo", self.elbo, ELBOS.names())
-        _positive("inference.num_particles", self.num_particles, MAX_PARTICLES)
-        _positive("inference.eval_particles", self.eval_particles, MAX_PARTICLES)
+        check_count("inference.num_particles", self.num_particles, MAX_PARTICLES)
+        check_count("inference.eval_particles", self.eval_particles, MAX_PARTICLES)
         if self.kl_warmup_epochs < 0:
             raise UserError(f"inference.kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
         _at_least_zero("inference.free_bits", self.free_bits)
@@ -194,8 +195,8 @@ class TrainConfig:
     adam_eps: float = 1e-8
 
     def validate(self) -> None:
-        _positive("train.epochs", self.epochs)
-        _positive("train.batch_size", self.batch_size)
+        check_count("train.epochs", self.epochs)
+        check_count("train.batch_size", self.batch_size)
         _greater("train.lr", self.lr, 0.0)
         if self.seed < 0:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
@@ -204,7 +205,7 @@ class TrainConfig:
         _choice("train.schedule", self.schedule, LR_SCHEDULES.names())
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
-        _positive("train.lr_step", self.lr_step)
+        check_count("train.lr_step", self.lr_step)
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise UserError(f"train.adam_betas wants two numbers in [0, 1), got {self.adam_betas}")
         _greater("train.adam_eps", self.adam_eps, 0.0)
@@ -260,7 +261,9 @@ MAX_COUNT = 2**31 - 1  # epochs, batch size, sizes of a subset
 MAX_DATA_DIM = 2**24  # features of one example (a 4096 x 4096 image)
 
 
-def _positive(key: str, value: int, at_most: int = MAX_COUNT) -> None:
+def check_count(key: str, value: int, at_most: int = MAX_COUNT) -> None:
+    """A :class:`UserError` unless ``value`` is a whole count from 1 to ``at_most``; ``key``
+    names it as the user wrote it (a config key or a flag)."""
     if not 1 <= value <= at_most:
         raise UserError(f"{key} must be an integer from 1 to {at_most}, got {value}")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pyro
 import torch
 
-from ..config import MAX_PARTICLES, RunConfig, apply_overrides, load_config
+from ..config import MAX_PARTICLES, RunConfig, apply_overrides, check_count, load_config
 from ..data import BINARIZE_MODES, DATASETS, binarize_test_set, load_dataset, load_evaluation_array
 from ..elbos import ELBOS
 from ..errors import UserError
@@ -135,9 +135,7 @@ MAX_GRID = 10_000
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    if not 1 <= args.eval_particles <= MAX_PARTICLES:
-        raise UserError(f"--eval-particles must be from 1 to {MAX_PARTICLES}, got "
-                        f"{args.eval_particles}")
+    check_count("--eval-particles", args.eval_particles, MAX_PARTICLES)  # as the config does
     # refused before the (long) evaluation: a training run's metrics.json is never replaced
     out = None if args.out is None else prepare_out(args.out, args.overwrite)
     trained = restore_vae(args.checkpoint, args.device)

@@ -68,8 +68,7 @@ def importance_estimate(
     """
     features = max(x.shape[1], 1)
     particles = max(1, min(num_particles, CHUNK_ELEMENTS // features))
-    groups = [particles] * (num_particles // particles) + [num_particles % particles] * bool(
-        num_particles % particles)
+    groups = [min(particles, num_particles - start) for start in range(0, num_particles, particles)]
     rows = max(1, CHUNK_ELEMENTS // (particles * features))
     elbos, log_liks = [], []
     bar = progress_bar(x.shape[0], f"log p(x) with K={num_particles}", progress)

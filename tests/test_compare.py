@@ -59,11 +59,16 @@ def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path, capsys):
     each, in the order asked; ``--reference`` adds the true parameters' row last."""
     out = tmp_path / "toy"
     code = main(["compare", "--model", "toy", "--inference", "mle,nuts,svi,trace,score",
-                 "--epochs", "20", "--seeds", "1", "--train-particles", "2", "--reference",
-                 "--out", str(out), "--idata", str(tmp_path / "toy.nc")])
+                 "--steps", "20", "--samples", "50", "--seeds", "1", "--train-particles", "2",
+                 "--reference", "--out", str(out), "--idata", str(tmp_path / "toy.nc"),
+                 "--json"])
     assert code == 0
+    captured = capsys.readouterr()
+    # each budget counts what its name says; --warmup follows --samples unless given
+    metrics = json.loads(captured.out.strip().splitlines()[-1])
+    assert metrics["budgets"] == {"steps": 20, "samples": 50, "warmup": 50}
     # each cell says it starts, in plain lines on stderr
-    announced = [line for line in capsys.readouterr().err.splitlines() if "compare [" in line]
+    announced = [line for line in captured.err.splitlines() if "compare [" in line]
     assert announced == [f"compare [{i}/5] {name}, seed 0" for i, name in
                          enumerate(["mle", "nuts", "svi", "trace", "score"], 1)]
     rows = {row["algorithm"]: row for row in _table(out)}
@@ -87,6 +92,18 @@ def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path, capsys):
     assert loo["elpd_loo"] < 0 and loo["n_data_points"] == 500
 
 
+def test_compare_gmm_nuts_chains_and_draws(tmp_path, capsys):
+    """--chains, --samples and --warmup reach the mixture's NUTS: C chains of S draws each."""
+    code = main(["compare", "--model", "gmm", "--inference", "nuts", "--chains", "3",
+                 "--samples", "6", "--warmup", "5", "--seeds", "1",
+                 "--out", str(tmp_path / "gmm"), "--idata", str(tmp_path / "gmm.nc"), "--json"])
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["budgets"] == {"samples": 6, "warmup": 5, "chains": 3}
+    idata = az.from_netcdf(str(tmp_path / "gmm.nuts.nc"))
+    assert idata.posterior.sizes["chain"] == 3 and idata.posterior.sizes["draw"] == 6
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "vae", "--inference", "trace,nope"], "unknown inference nope"),
     (["--model", "toy", "--inference", "trace", "--seeds", "0"], "--seeds must be >= 1"),
@@ -96,6 +113,20 @@ def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path, capsys):
     (["--model", "toy", "--inference", "trace", "--idata", "post.txt"], "ending in .nc"),
     (["--model", "toy", "--inference", "svi,vi"], "unknown inference vi"),
     (["--model", "vae", "--inference", "trace", "--reference"], "no known parameters"),
+    # budgets are named for what they count, and one that nothing asked for reads is refused
+    (["--model", "toy", "--inference", "svi", "--epochs", "5"],
+     "--epochs (training epochs) does not apply to --model toy; its budgets are --steps, "
+     "--samples, --warmup"),
+    (["--model", "vae", "--inference", "trace", "--steps", "5"],
+     "--steps (SVI steps) does not apply to --model vae; its budgets are --epochs"),
+    (["--model", "vae", "--inference", "trace", "--chains", "2"], "does not apply to --model vae"),
+    (["--model", "toy", "--inference", "mle,svi", "--samples", "50"],
+     "--samples (NUTS draws per chain) applies to none of --inference mle,svi; nuts, "
+     "nuts-latent read it"),
+    (["--model", "gmm", "--inference", "map,nuts", "--steps", "50"], "; vi read it"),
+    (["--model", "gmm", "--inference", "nuts", "--chains", "0"],
+     "--chains (NUTS chains) must be >= 1"),
+    (["--model", "gmm", "--inference", "nuts", "--samples", "3"], "at least 4 draws"),
 ])
 def test_compare_bad_input_exits_2_with_one_line(argv, message, tmp_path, capsys):
     code = main(["compare", *argv, "--out", str(tmp_path / "bad")])

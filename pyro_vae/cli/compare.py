@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.compare import run_compare
-from ..experiments.compare_models import COMPARE_MODELS, CompareRun
+from ..experiments.compare_models import BUDGETS, COMPARE_MODELS, CompareRun
 from .common import (
     add_eval_particles,
     add_idata,
@@ -26,9 +26,28 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
         model=args.model, inference=names, out=args.out or fresh_out("compare"),
         overwrite=args.overwrite,
         seeds=args.seeds, particles=args.train_particles, eval_particles=args.eval_particles,
-        epochs=args.epochs, config=args.config, overrides=list(args.set),
+        epochs=args.epochs, steps=args.steps, samples=args.samples, warmup=args.warmup,
+        chains=args.chains, config=args.config, overrides=list(args.set),
         reference=args.reference, idata=args.idata,
     ))
+
+
+# what each budget flag counts and which algorithms read it; the defaults are appended
+_BUDGET_HELP = {
+    "epochs": "passes over the training data of the vae (default: the config's train.epochs)",
+    "steps": "SVI steps of each fit: toy's svi and ELBO names, gmm's vi",
+    "samples": "NUTS draws per chain: toy's nuts and nuts-latent, gmm's nuts",
+    "warmup": "NUTS warm-up steps per chain (default: as many as --samples)",
+    "chains": "NUTS chains: gmm's nuts",
+}
+
+
+def _budget_help(budget: str) -> str:
+    """The flag's help with each model's default, e.g. "... (default: toy 300, gmm 200)"."""
+    defaults = [f"{name} {COMPARE_MODELS.get(name).defaults[budget]}"
+                for name in COMPARE_MODELS.names() if budget in COMPARE_MODELS.get(name).defaults]
+    text = _BUDGET_HELP[budget]
+    return f"{text} (default: {', '.join(defaults)})" if defaults else text
 
 
 def _summary(m: dict[str, Any]) -> list[str]:
@@ -55,9 +74,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, help="VAE config (TOML)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one VAE config entry (repeatable)")
-    parser.add_argument("--epochs", type=int,
-                        help="epochs (vae; default from the config), SVI steps (toy, default "
-                             "300), steps / draws (gmm, default 200)")
+    # named for what they count; one that no algorithm asked for reads is refused
+    for budget in BUDGETS:
+        parser.add_argument(f"--{budget}", type=int, metavar="N", help=_budget_help(budget))
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 per algorithm")
     add_train_particles(parser, 5)
     add_eval_particles(parser, 1000)

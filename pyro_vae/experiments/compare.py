@@ -21,6 +21,10 @@ and the table gives the mean and standard deviation over seeds, one row per algo
 for (:mod:`.compare_models` says what each model accepts), plus the true parameters' row
 with ``reference``.
 
+Budgets are named for what they count (:data:`~.compare_models.BUDGETS`: ``epochs`` of the
+VAE, ``steps`` of SVI, ``samples``, ``warmup`` and ``chains`` of NUTS); one that no
+algorithm asked for reads is refused, so a budget never silently does nothing.
+
 ``idata`` also writes, for each algorithm whose fit has posterior draws, the ArviZ
 InferenceData of its seed-0 fit (:mod:`pyro_vae.arviz`) to ``FILE.<algorithm>.nc``.
 """
@@ -37,7 +41,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..inference.diagnostics import check_draws
-from .compare_models import COMPARE_MODELS, GMM_BUDGET, CompareRun
+from .compare_models import BUDGETS, COMPARE_MODELS, CompareModel, CompareRun
 from .runs import prepare_out, write_metrics
 
 __all__ = ["METRICS", "run_compare", "summarize"]
@@ -90,6 +94,31 @@ def _save_idatas(idatas: dict[str, Any], path: Path) -> dict[str, str]:
     return written
 
 
+def _budgets_read(model: CompareModel, names: list[str]) -> set[str]:
+    """The budgets that at least one of the algorithms ``names`` reads."""
+    return {budget for name in names for budget in model.budgets(name)}
+
+
+def _check_budgets(run: CompareRun, model: CompareModel) -> None:
+    """UserError for a budget below 1, or one that none of the asked algorithms reads."""
+    asked = [budget for budget in BUDGETS if getattr(run, budget) is not None]
+    read_by_model = _budgets_read(model, model.inferences())
+    read = _budgets_read(model, run.inference)
+    for budget in asked:  # the flag of a budget is its name: --epochs, --steps, ...
+        flag, what, value = f"--{budget}", BUDGETS[budget], getattr(run, budget)
+        if value < 1:
+            raise UserError(f"{flag} ({what}) must be >= 1, got {value}")
+        if budget not in read_by_model:
+            takes = ", ".join(f"--{b}" for b in BUDGETS if b in read_by_model)
+            raise UserError(f"{flag} ({what}) does not apply to --model {run.model}; its "
+                            f"budgets are {takes}")
+        if budget not in read:
+            readers = [n for n in model.inferences() if budget in model.budgets(n)]
+            shown = ", ".join(readers[:4]) + (", ..." if len(readers) > 4 else "")
+            raise UserError(f"{flag} ({what}) applies to none of --inference "
+                            f"{','.join(run.inference)}; {shown} read it")
+
+
 def _check(run: CompareRun) -> None:
     """UserError for anything wrong with ``run``, before anything is computed or written."""
     names = run.inference
@@ -100,8 +129,6 @@ def _check(run: CompareRun) -> None:
                         ("eval_particles", "--eval-particles")):
         if getattr(run, field) < 1:
             raise UserError(f"{flag} must be >= 1, got {getattr(run, field)}")
-    if run.epochs is not None and run.epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {run.epochs}")
     if run.model != "vae" and (run.config is not None or run.overrides):
         raise UserError("--config and --set describe the VAE; they do not apply to --model "
                         f"{run.model}")
@@ -111,8 +138,9 @@ def _check(run: CompareRun) -> None:
     if unknown:
         raise UserError(f"unknown inference {', '.join(unknown)} for --model {run.model}; choose "
                         f"from: {', '.join(valid)}")
-    if run.model == "gmm" and "nuts" in names:  # --epochs counts NUTS draws there
-        check_draws(run.epochs or GMM_BUDGET)
+    _check_budgets(run, model)
+    if "samples" in _budgets_read(model, names):
+        check_draws(model.budgeted(run).samples)
     if run.reference and not model.has_reference:
         raise UserError(f"--reference adds the true parameters' row; --model {run.model} is "
                         "fitted to data with no known parameters")
@@ -123,10 +151,12 @@ def _check(run: CompareRun) -> None:
 def run_compare(run: CompareRun) -> dict[str, Any]:
     """Run every algorithm, write comparison.csv / .md / .png and metrics.json to ``run.out``."""
     _check(run)
+    model = COMPARE_MODELS.get(run.model)
+    run = model.budgeted(run)
     out = prepare_out(run.out, run.overwrite)
     start = time.perf_counter()
     idatas = None if run.idata is None else {}
-    rows = COMPARE_MODELS.get(run.model).rows(run, idatas)
+    rows = model.rows(run, idatas)
     table = summarize(rows)
     fields = ["algorithm", "seeds"] + [f"{m}_{s}" for m in (*METRICS, "seconds")
                                        for s in ("mean", "sd")]
@@ -141,7 +171,10 @@ def run_compare(run: CompareRun) -> dict[str, Any]:
     figure = save_comparison(table, out / "comparison.png",
                              f"{run.model}: {run.seeds} seed(s), mean ± sd")
     metrics = {"model": run.model, "inference": run.inference, "seeds": run.seeds,
-               "particles": run.particles, "epochs": run.epochs, "reference": run.reference,
+               "particles": run.particles, "reference": run.reference,
+               # the budgets the algorithms read, defaults filled in (vae: None = the config's)
+               "budgets": {b: getattr(run, b) for b in sorted(_budgets_read(model, run.inference),
+                                                              key=list(BUDGETS).index)},
                "table": table, "runs": rows,
                "files": {"csv": str(out / "comparison.csv"), "markdown": str(out / "comparison.md"),
                          "figure": str(figure)},

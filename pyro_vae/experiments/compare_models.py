@@ -9,13 +9,19 @@
 
 Each name gives exactly one row per seed.  With ``reference=True`` the models with known
 parameters (``toy``, ``gmm``: the data are simulated) add a row "true parameters".
+
+Budgets are named for what they count, as in ``toy`` and ``gmm`` (:data:`BUDGETS`):
+``epochs`` (the VAE's passes over the data), ``steps`` (SVI steps of the toy's SVI fits and
+the mixture's ``vi``), ``samples`` and ``warmup`` (NUTS draws and warm-up steps per chain) and
+``chains`` (NUTS chains of the mixture).  Each model says which budgets each of its
+algorithms reads (:attr:`CompareModel.budgets`) and their defaults.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +42,17 @@ from ..rng import single_thread
 from ..train import fit
 from .runs import first_rows
 
-__all__ = ["COMPARE_MODELS", "GMM_BUDGET", "Announcer", "CompareModel", "CompareRun",
+__all__ = ["BUDGETS", "COMPARE_MODELS", "Announcer", "CompareModel", "CompareRun",
            "gradient_variance"]
 
-GMM_BUDGET = 200  # SVI steps (vi) and NUTS draws (nuts) per mixture fit unless --epochs says
+# every budget of a comparison: its CompareRun field -> what it counts
+BUDGETS = {
+    "epochs": "training epochs",
+    "steps": "SVI steps",
+    "samples": "NUTS draws per chain",
+    "warmup": "NUTS warm-up steps per chain",
+    "chains": "NUTS chains",
+}
 
 GRADIENT_DRAWS = 20
 VAE_IDATA_IMAGES = 100  # test images in the VAE's InferenceData: (S, 100, 784) per group
@@ -60,7 +73,12 @@ class CompareRun:
     seeds: int = 3  # seeds 0 .. seeds - 1 per algorithm
     particles: int = 5  # particles per step of every ELBO (K of iwae and renyi)
     eval_particles: int = 1000  # K of the VAE's importance-sampled test log-likelihood
-    epochs: int | None = None  # the model's own default when None
+    # budgets (BUDGETS); None: the model's default (CompareModel.defaults; warmup: samples)
+    epochs: int | None = None  # vae: passes over the training data (the config's when None)
+    steps: int | None = None  # SVI steps (toy: svi and ELBO names; gmm: vi)
+    samples: int | None = None  # NUTS draws per chain (toy: nuts, nuts-latent; gmm: nuts)
+    warmup: int | None = None  # NUTS warm-up steps per chain
+    chains: int | None = None  # NUTS chains (gmm: nuts)
     config: Path | None = None  # VAE only
     overrides: list[str] = field(default_factory=list)  # VAE only: "section.key=value"
     reference: bool = False  # add the true parameters' row (toy, gmm)
@@ -69,11 +87,23 @@ class CompareRun:
 
 @dataclass(frozen=True)
 class CompareModel:
-    """A model ``compare`` can run: the names it accepts and the rows it measures."""
+    """A model ``compare`` can run: the names it accepts, the rows it measures, and the
+    budgets (fields of :data:`BUDGETS`) each name reads, with their defaults."""
 
     inferences: Callable[[], list[str]]
     rows: Callable[[CompareRun, InferenceDataSink], list[dict[str, Any]]]
+    budgets: Callable[[str], tuple[str, ...]]
+    defaults: dict[str, int] = field(default_factory=dict)
     has_reference: bool = False
+
+    def budgeted(self, run: CompareRun) -> CompareRun:
+        """``run`` with every budget it leaves unset at this model's default (``warmup``: as
+        many steps as ``samples``); budgets the model has no default for stay None."""
+        filled = {name: getattr(run, name) if getattr(run, name) is not None
+                  else self.defaults.get(name) for name in BUDGETS}
+        if filled["warmup"] is None:
+            filled["warmup"] = filled["samples"]
+        return replace(run, **filled)
 
 
 COMPARE_MODELS = Registry("compare model")
@@ -154,7 +184,7 @@ def compare_vae(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     return rows
 
 
-COMPARE_MODELS.register("vae")(CompareModel(ELBOS.names, compare_vae))
+COMPARE_MODELS.register("vae")(CompareModel(ELBOS.names, compare_vae, lambda name: ("epochs",)))
 
 
 # ---------------------------------------------------------------------------- toy model
@@ -164,12 +194,12 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     """Each route (or SVI with each ELBO) on one simulated training and test set.
 
     a = 0.5, b = 2, mu = 1, N = 500 each, for every seed (the seeds change initial weights,
-    particles and draws).  ``epochs`` is the number of SVI steps (default 300); NUTS takes
-    half as many warm-up steps and draws (at least 50).  ``final_bound`` is the SVI fit's
-    last ELBO, or the exact training log-likelihood at the point estimate (mle) or the
-    posterior mean (nuts); ``test_log_likelihood`` is exact (E1 closed form).
+    particles and draws).  ``run.steps`` full-batch SVI steps (default 300), ``run.samples``
+    NUTS draws after ``run.warmup`` warm-up steps (default 150 each), one chain.
+    ``final_bound`` is the SVI fit's last ELBO, or the exact training log-likelihood at the
+    point estimate (mle) or the posterior mean (nuts); ``test_log_likelihood`` is exact
+    (E1 closed form).
     """
-    steps = run.epochs or 300
     x = toy.simulate(0.5, 2.0, 1.0, 500, seed=0)
     x_test = toy.simulate(0.5, 2.0, 1.0, 500, seed=1)
     rows = []
@@ -179,8 +209,8 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
             for name in run.inference:
                 announce(name, seed)
                 route, options = toy.toy_inference(name, toy.ToyOptions(
-                    steps=steps, num_particles=run.particles, warmup=max(50, steps // 2),
-                    samples=max(50, steps // 2)))
+                    steps=run.steps, num_particles=run.particles, warmup=run.warmup,
+                    samples=run.samples))
                 pyro.clear_param_store()
                 fitted = route(x, seed=seed, options=options)
                 with torch.no_grad():
@@ -210,9 +240,21 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     return rows
 
 
-COMPARE_MODELS.register("toy")(
-    CompareModel(toy.toy_inference_names, compare_toy, has_reference=True)
-)
+def _toy_budgets(name: str) -> tuple[str, ...]:
+    """SVI fits (``svi`` and ELBO names) read steps, NUTS routes draws and warm-up."""
+    route, _ = toy.toy_inference(name)
+    if route is toy.fit_svi:
+        return ("steps",)
+    if route in (toy.fit_nuts, toy.fit_nuts_latent):
+        return ("samples", "warmup")
+    return ()  # mle: L-BFGS to convergence
+
+
+# 150 NUTS draws and warm-up steps: what 300 steps gave when one flag set both budgets
+COMPARE_MODELS.register("toy")(CompareModel(
+    toy.toy_inference_names, compare_toy, _toy_budgets,
+    defaults={"steps": 300, "samples": 150}, has_reference=True,
+))
 
 
 # ---------------------------------------------------------------------------- mixture
@@ -222,12 +264,12 @@ def compare_gmm(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     """The mixture's routes (map = EM, vi, nuts) on simulated data, K = 3, D = 2.
 
     1000 training and 1000 test points from one random 3-component mixture (the seeds change
-    the fits' restarts, initial values and draws); ``epochs`` is the number of SVI steps of
-    ``vi`` and the draws (and warm-up) per NUTS chain (default 200).  Test log-likelihood: the
-    exact marginal at the MAP (``map``) or the posterior predictive mean over draws (``vi``,
-    ``nuts``).
+    the fits' restarts, initial values and draws); ``run.steps`` SVI steps of ``vi`` (default
+    200); ``run.chains`` NUTS chains (default 2) of ``run.samples`` draws after ``run.warmup``
+    warm-up steps each (default 200 each).  ``map`` is EM to convergence.  Test
+    log-likelihood: the exact marginal at the MAP (``map``) or the posterior predictive mean
+    over draws (``vi``, ``nuts``).
     """
-    budget = run.epochs or GMM_BUDGET
     truth = random_mixture(3, 2, separation=3.0, anisotropy=3.0, seed=0)
     generator = torch.Generator().manual_seed(0)
     x, _ = sample_mixture(truth, 1000, generator)
@@ -238,8 +280,9 @@ def compare_gmm(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
         for name in run.inference:
             announce(name, seed)
             pyro.clear_param_store()  # the vi route's AutoNormal would resume from the last fit
-            fitted = fit_gmm(x, 3, "diag", name, seed=seed, restarts=3, steps=budget,
-                             num_samples=budget, warmup_steps=budget)
+            fitted = fit_gmm(x, 3, "diag", name, seed=seed, restarts=3, steps=run.steps,
+                             num_samples=run.samples, warmup_steps=run.warmup,
+                             num_chains=run.chains)
             if name == "vi":
                 bound = fitted.info["final_elbo_per_point"]
             else:  # the log joint at the point estimate, per point
@@ -259,4 +302,9 @@ def compare_gmm(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     return rows
 
 
-COMPARE_MODELS.register("gmm")(CompareModel(GMM_ROUTES.names, compare_gmm, has_reference=True))
+_GMM_BUDGETS = {"map": (), "vi": ("steps",), "nuts": ("samples", "warmup", "chains")}
+
+COMPARE_MODELS.register("gmm")(CompareModel(
+    GMM_ROUTES.names, compare_gmm, lambda name: _GMM_BUDGETS.get(name, ()),
+    defaults={"steps": 200, "samples": 200, "chains": 2}, has_reference=True,
+))

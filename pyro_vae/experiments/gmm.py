@@ -18,6 +18,7 @@ import torch
 from ..data import load_dataset, read_numpy
 from ..errors import UserError
 from ..inference.gmm import aic, bic, check_data, fit_gmm, select_components
+from ..inference.gmm_em import check_reg_covar
 from ..models.gmm_density import log_marginal, random_mixture, sample_mixture
 from ..progress import say
 from .runs import prepare_out, write_metrics
@@ -175,8 +176,7 @@ def run_gmm(options: GMMOptions) -> dict[str, Any]:
     k = options.components
     if not 1 <= k <= n:
         raise UserError(f"--components must be between 1 and the N={n} training points, got {k}")
-    if options.reg_covar < 0:
-        raise UserError(f"--reg-covar must be >= 0, got {options.reg_covar}")
+    check_reg_covar(options.reg_covar)
     if options.steps < 1 or options.samples < 2:
         raise UserError("--steps must be >= 1 and --samples >= 2")
     if options.idata is not None and (options.inference == "map"

@@ -14,13 +14,14 @@ a time (ECM), with N_j = sum_i r_ij:
 
 Diagonal scales are the exact MAP under their LogNormal prior (a concave 1-D problem per
 scale, solved by Newton); for ``full`` covariances the LKJ and LogNormal terms (O(1) against
-the O(N_j) likelihood) are left out of the covariance update, so that block is the ML update.
-Every variance gets ``reg_covar`` added, as in scikit-learn, so a component that shrinks onto
-one point stays finite.  Restarts start from k-means (k-means++ seeding, then Lloyd
-iterations); the best by log-likelihood wins, and a restart that clearly cannot catch the best
-finished one is abandoned (:func:`em`).  The objective this maximises is exactly
-``-TraceEnum_ELBO`` with point-mass (AutoDelta) guides on the globals (``tests/test_gmm.py``
-checks the identity).
+the O(N_j) likelihood) are left out of the covariance update, so that block is the ML update
+(with D = 1 a ``full`` model has no correlation site: it is the diagonal model, fitted alike).
+Every variance gets ``reg_covar`` > 0 added, as in scikit-learn, so a component that shrinks
+onto one point stays finite.  Restarts start from k-means (k-means++ seeding, then Lloyd
+iterations); the best by the log-likelihood of its final parameters wins, and a restart that
+clearly cannot catch the best finished one is abandoned (:func:`em`).  The objective this
+maximises is exactly ``-TraceEnum_ELBO`` with point-mass (AutoDelta) guides on the globals
+(``tests/test_gmm.py`` checks the identity).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..models.gmm_density import (
     row_blocks,
 )
 
-__all__ = ["CATCH_UP", "em", "kmeans_init", "second_moments"]
+__all__ = ["CATCH_UP", "check_reg_covar", "em", "kmeans_init", "second_moments"]
 
 
 def kmeans_init(
@@ -140,10 +141,7 @@ def _m_step(
         scatter = second - cross - cross.transpose(-1, -2) + nk[:, None, None] * (
             locs.unsqueeze(-1) * locs.unsqueeze(-2))
         covs = scatter / nk[:, None, None] + reg_covar * torch.eye(model.dim, dtype=x.dtype)
-        if model.has_correlations:
-            return MixtureParams.from_covariances(weights, locs, covs, full=True)
-        scales = torch.diagonal(covs, dim1=-2, dim2=-1).sqrt()  # full with D = 1
-        return MixtureParams(weights, locs, scales)
+        return MixtureParams.from_covariances(weights, locs, covs, full=True)
     scatter = (sxx - 2 * locs * sx + nk[:, None] * locs.pow(2)).clamp_min(0)  # (K, D)
     scales = _map_log_normal_scales(scatter, nk[:, None], priors)
     return MixtureParams(weights, locs, (scales.pow(2) + reg_covar).sqrt())
@@ -194,6 +192,18 @@ _SINGULAR = (
 )
 
 
+def check_reg_covar(reg_covar: float) -> None:
+    """A :class:`UserError` unless ``reg_covar`` is a positive finite number.
+
+    With 0, nothing keeps a component that shrinks onto one point (or a constant coordinate)
+    from a zero variance: ``full`` fails on a singular Cholesky factor, while ``diag``'s MAP
+    scales only stop at the prior's pull (a fit with scales near 1e-8).  Both covariance types
+    refuse it alike, before any fitting.
+    """
+    if not (isinstance(reg_covar, int | float) and math.isfinite(reg_covar) and reg_covar > 0):
+        raise UserError(f"--reg-covar must be a positive number (default 1e-6), got {reg_covar}")
+
+
 # see :func:`em`: a restart is abandoned when even this many times its latest gain, for every
 # iteration left, would leave it below the best finished restart
 CATCH_UP = 30
@@ -222,7 +232,7 @@ def em(
         Stop when the mean log-likelihood per point changes by less than ``tol`` between
         iterations (scikit-learn's criterion and default).
     reg_covar : float
-        Added to every variance (scikit-learn's default too).
+        Added to every variance (scikit-learn's default too); must be positive.
     catch_up : float
         The abandonment margin above (``math.inf``: never abandon a restart).
 
@@ -230,16 +240,18 @@ def em(
     -------
     (params, info): ``info["restarts"]`` lists, in the order of the k-means draws, each
     restart's iterations, convergence and abandonment flags, k-means inertia and mean
-    log-likelihood per point (the one that selects the winner; at abandonment for the
-    abandoned).
+    log-likelihood per point at the parameters it returns (the one that selects the winner;
+    for the abandoned, at abandonment).
     """
     if restarts < 1:
         raise UserError(f"--restarts must be at least 1, got {restarts}")
+    check_reg_covar(reg_covar)
     # work in centred coordinates: the moment formulas then lose no digits to a far-off mean
     shift = x.mean(0)
     x = x - shift
     prior_loc = model.priors.loc - shift
-    features = None if model.covariance == "full" else diag_features(x)
+    # full covariances with D = 1 have no correlation: the model is the diagonal one, so is EM
+    features = None if model.has_correlations else diag_features(x)
     x_t = x.T.float().contiguous()  # the k-means starts' copy, made once for every restart
     generator = torch.Generator().manual_seed(seed)
     # Lloyd stops once the centres move less than 1e-3 (KMeans: 1e-4) x the mean variance: EM
@@ -292,5 +304,9 @@ def _em_run(x, features, labels, model, prior_loc, tol, max_iter, reg_covar, tar
         if abs(ll - previous_ll) < tol:
             converged = True
             break
+    if not abandoned:  # ll describes the parameters before the last M-step: score the ones kept
+        ll = torch.logsumexp(joint_log_density(x, params, features), -1).mean().item()
+        if not math.isfinite(ll):
+            raise UserError(_SINGULAR.format(reg_covar=reg_covar))
     return params, {"iterations": iterations, "converged": converged, "abandoned": abandoned,
                     "log_likelihood": ll}

@@ -1,6 +1,7 @@
 """The README is executed, not written: its generated blocks equal the files the benchmarks
 wrote, and its Python snippet prints the numbers its results table promises."""
 
+import ast
 import json
 import re
 import subprocess
@@ -125,3 +126,18 @@ def test_the_prose_agrees_with_the_tables_it_summarizes():
     full = bias["full MNIST, data_mean, seed 0"] - bias["full MNIST, zero, seed 0"]
     assert f"{sum(gain) / 3:+.2f} nats of log p(x) on mnist5k (mean of 3 seeds) but {full:+.2f} " \
         "on full MNIST" in flat
+
+
+def test_every_reliability_guarantee_names_tests_that_exist():
+    """The Reliability section lists each guarantee with the tests that prove it: every bullet
+    names at least one ``tests/FILE.py::test_name``, and each is a test function of that file."""
+    section = README.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    bullets = re.split(r"\n- ", section)[1:]
+    assert len(bullets) >= 10
+    for bullet in bullets:
+        named = re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", bullet)
+        assert named, f"a guarantee without a test: {bullet[:60]}"
+        for path, name in named:
+            tree = ast.parse((ROOT / path).read_text())
+            tests = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+            assert name in tests, f"{path}::{name} does not exist"

@@ -1,6 +1,7 @@
 """Checkpoints that survive crashes and refuse hostile files; resume; the NaN guard; determinism."""
 
 import copy
+import errno
 import json
 import os
 import pickle
@@ -8,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from hypothesis import strategies as st
 from pyro_vae.cli import main
 from pyro_vae.config import load_config
 from pyro_vae.errors import UserError
+from pyro_vae.experiments import vae as vae_experiment
+from pyro_vae.experiments.runs import folder_run_id
 from pyro_vae.experiments.vae import train_vae
 from pyro_vae.train import CHECK_EVERY, TrainingDiverged, fit
 from pyro_vae.train.checkpoint import load_checkpoint, remove_orphaned_temporaries
@@ -35,7 +39,9 @@ TINY = [
     "data.test_size=50",
 ]
 TINY_ARGS = [arg for item in TINY for arg in ("--set", item)]
-TIMING_KEYS = {
+# what differs between two runs of the same numbers: timings, paths and the run's own id
+NOT_NUMBERS = {
+    "run_id",
     "seconds_per_epoch",
     "examples_per_second",
     "evaluation_seconds",
@@ -65,7 +71,7 @@ def assert_same_params(a, b):
 
 
 def numbers(metrics):
-    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+    return {k: v for k, v in metrics.items() if k not in NOT_NUMBERS}
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +224,102 @@ def test_overwrite_then_damage_never_resumes_the_replaced_run(tmp_path, capsys):
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
     assert capsys.readouterr().err.strip().endswith("the run has done 3 epochs; give --epochs 3 "
                                                    "or more")
+
+
+def test_a_run_id_names_the_run_in_its_config_metrics_and_checkpoints(tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ["train", *TINY_ARGS, "--quiet", "--epochs", "2", "--out", str(out)]
+    assert main(train) == 0
+    run_id = folder_run_id(out)
+    assert run_id is not None and load_config(out / "config.toml").train.epochs == 2
+    assert json.loads((out / "metrics.json").read_text())["run_id"] == run_id
+    assert {load_checkpoint(out / name)["run_id"] for name in ("checkpoint.pt",
+                                                               "checkpoint.prev.pt")} == {run_id}
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    assert folder_run_id(out) == run_id  # a resume continues the same run
+    assert main([*train, "--overwrite"]) == 0
+    assert folder_run_id(out) not in (None, run_id)  # a replacement is another run
+
+
+def test_an_overwrite_killed_before_its_first_checkpoint_never_resumes_the_old_run(
+        tmp_path, capsys, monkeypatch):
+    """The new run's config.toml (with its run id) is written before the replaced run's
+    checkpoints are removed: a kill between the two leaves checkpoints that name another run,
+    and a resume refuses them instead of continuing the replaced run."""
+    out = tmp_path / "run"
+    train = ["train", *TINY_ARGS, "--quiet", "--epochs", "2", "--out", str(out)]
+    assert main(train) == 0
+    old_run = folder_run_id(out)
+
+    def killed(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vae_experiment, "discard_replaced_run", killed)
+    assert main([*train, "--seed", "5", "--overwrite"]) == 130
+    monkeypatch.undo()
+    assert folder_run_id(out) != old_run and (out / "checkpoint.pt").exists()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"was saved by run {old_run}, but the folder now holds run {folder_run_id(out)}" in err
+    assert err.count("\n") == 1
+
+
+def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path, capsys, monkeypatch):
+    """The second epoch's checkpoint cannot be written (its bytes go to /dev/full, as on a
+    full disk): exit 2 and one line; the first epoch's checkpoint is intact, no temporary
+    file is left, and a resume finishes the run."""
+    out = tmp_path / "run"
+    saves = []
+    real_mkstemp = tempfile.mkstemp
+
+    def disk_fills_after_one_save(*args, **kwargs):
+        saves.append(args)
+        if len(saves) == 1:
+            return real_mkstemp(*args, **kwargs)
+        return os.open("/dev/full", os.O_WRONLY), str(out / ".checkpoint.pt.full.tmp")
+
+    monkeypatch.setattr(tempfile, "mkstemp", disk_fills_after_one_save)
+    assert main(["train", *TINY_ARGS, "--quiet", "--epochs", "3", "--out", str(out)]) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert "checkpoint.pt still holds the last complete one: free space, then resume" in err
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert not list(out.glob(".*tmp")) and not (out / "metrics.json").exists()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["train_elbo"]) == 3
+
+
+def test_a_full_disk_while_writing_results_is_one_line(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(vae_experiment, "write_metrics", lambda out, metrics: full(
+        out / "metrics.json", ""))
+    assert main(["train", *TINY_ARGS, "--quiet", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"pyro-vae train: error: cannot write {out / 'metrics.json'} (No space left "
+                   "on device); free space or choose another --out\n")
+
+
+@pytest.mark.parametrize("where", ["load_dataset", "evaluate_vae"])
+def test_ctrl_c_before_or_after_the_training_loop_is_one_line_and_130(where, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Ctrl-C while the data load or the final evaluation runs (outside the loop, which saves
+    and says how to resume): exit 130, one line, and a checkpoint of every finished epoch."""
+    out = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vae_experiment, where, interrupted)
+    assert main(["train", *TINY_ARGS, "--quiet", "--epochs", "1", "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "pyro-vae train: interrupted\n"
+    if where == "evaluate_vae":
+        assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
 
 
 def test_a_resume_refuses_an_edited_config_and_another_out(tmp_path, capsys):

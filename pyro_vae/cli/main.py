@@ -12,6 +12,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ __all__ = ["main", "build_parser"]
 
 # each module adds its commands; a new command is a module with add_command, listed here
 COMMAND_MODULES = (vae, gmm, toy, compare)
+
+# what the machine, not the program, ran out of while writing results
+RESOURCE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if args.debug or exc.errno not in RESOURCE_ERRORS:
+            raise  # anything else is a bug: keep its traceback
+        print(f"pyro-vae {args.command}: error: cannot write {exc.filename or 'a file'} "
+              f"({exc.strerror}); free space or choose another --out", file=sys.stderr)
         return EXIT_USER_ERROR
     except SystemExit as exc:  # the status of processes it started (train --distributed)
         return int(exc.code or 0)

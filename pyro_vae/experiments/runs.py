@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +22,15 @@ __all__ = [
     "RUN_FILES",
     "device_named",
     "first_rows",
+    "folder_run_id",
     "hold_out",
     "holds_run",
+    "new_run_id",
     "prepare_out",
     "strict_json",
+    "write_atomically",
     "write_metrics",
+    "write_run_config",
 ]
 
 RUN_FILES = ("metrics.json", "checkpoint.pt")
@@ -76,11 +84,51 @@ def strict_json(value: Any, **options: Any) -> str:
     return json.dumps(finite(value), allow_nan=False, **options)
 
 
+def write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file renamed over it: a kill or a full
+    disk midway leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
     """``metrics`` as indented, strict JSON in ``out/metrics.json``; the path."""
-    path = out / "metrics.json"
-    path.write_text(strict_json(metrics, indent=2) + "\n")
-    return path
+    return write_atomically(out / "metrics.json", strict_json(metrics, indent=2) + "\n")
+
+
+# The first line of a run folder's config.toml: a TOML comment, so the file stays the config
+_RUN_ID_LINE = "# pyro-vae run "
+_RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+
+
+def new_run_id() -> str:
+    """A fresh run id, ``<date>-<time>-<6 hex digits>``: sorts by start time, and two runs
+    started in the same second still differ."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def write_run_config(out: Path, config_toml: str, run_id: str) -> Path:
+    """``out/config.toml``: the run's config under a first line naming its run id."""
+    return write_atomically(out / "config.toml", f"{_RUN_ID_LINE}{run_id}\n{config_toml}")
+
+
+def folder_run_id(out: str | Path) -> str | None:
+    """The run id that ``out/config.toml`` names (``None``: no config, or one written before
+    run ids or by hand)."""
+    path = Path(out) / "config.toml"
+    try:
+        with path.open() as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = first.startswith(_RUN_ID_LINE) and _RUN_ID.fullmatch(first[len(_RUN_ID_LINE):].strip())
+    return found.group(0) if found else None
 
 
 def first_rows(dataset: Dataset, train: int | None, test: int | None) -> Dataset:

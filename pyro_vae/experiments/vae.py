@@ -32,7 +32,16 @@ from ..train.checkpoint import (
     remove_orphaned_temporaries,
 )
 from ..train.schedules import make_schedule
-from .runs import device_named, first_rows, hold_out, prepare_out, write_metrics
+from .runs import (
+    device_named,
+    first_rows,
+    folder_run_id,
+    hold_out,
+    new_run_id,
+    prepare_out,
+    write_metrics,
+    write_run_config,
+)
 
 __all__ = [
     "TrainedVAE",
@@ -134,14 +143,18 @@ def train_vae(
     )
     if config.model.decoder_bias == "data_mean":
         init_decoder_bias(model, config, dataset.x_train.mean(0))
+    run_id = (resume or {}).get("run_id") or new_run_id()
     if lead:  # the inputs are good: only now is a replaced run's folder changed
+        # the new run's id first: a kill before the old checkpoints are gone leaves them
+        # naming another run than config.toml, and load_resumable refuses them
+        write_run_config(out, dump_toml(config), run_id)
         if resume is None:
             discard_replaced_run(out)
-        (out / "config.toml").write_text(dump_toml(config))
     model.to(device)
     guide.to(device)
     t = config.train
     checkpoint_extra = {
+        "run_id": run_id,
         "config": config.to_dict(),
         "data_dim": dataset.dim,
         "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
@@ -180,6 +193,7 @@ def train_vae(
     final = evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed,
                          progress=progress)
     metrics = {
+        "run_id": run_id,
         "dataset": dataset.name,
         "num_train": x_train.shape[0],
         "num_test": x_test.shape[0],
@@ -251,16 +265,27 @@ def load_resumable(out: str | Path) -> dict[str, Any]:
     if not Path(out).is_dir():
         raise UserError(f"--resume {out}: no such run folder")
     try:
-        return load_checkpoint(path)
+        return _of_this_run(load_checkpoint(path), path)
     except UserError as exc:
         previous = previous_checkpoint(path)
         if not previous.exists():
             raise
-        payload = load_checkpoint(previous)
+        payload = _of_this_run(load_checkpoint(previous), previous)
         payload["fallback"] = f"{path.name} unreadable ({exc}); resumed from {previous.name}"
         print(f"pyro-vae: {path} is unreadable ({exc}); resuming from {previous.name}, "
               f"saved after epoch {payload.get('epoch', '?')}", file=sys.stderr)
         return payload
+
+
+def _of_this_run(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``payload`` if it was saved by the run its folder's config.toml names; a
+    :class:`UserError` if another run (one an ``--overwrite`` replaced) saved it."""
+    expected, found = folder_run_id(path.parent), payload.get("run_id")
+    if expected is not None and found != expected:
+        raise UserError(f"{path} was saved by run {found or '(unnamed)'}, but the folder now "
+                        f"holds run {expected} (an --overwrite that stopped before its first "
+                        "checkpoint); start that run afresh with --overwrite")
+    return payload
 
 
 def require_checkpoint_plugins(payload: dict[str, Any], checkpoint: str | Path) -> None:

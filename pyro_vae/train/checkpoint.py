@@ -46,6 +46,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     test hook that lets the kill tests strike in the middle of a save.
     """
     path = Path(path)
+    try:
+        _save_atomically(path, payload)
+    except OSError as exc:  # a full disk, a quota, a folder made read-only meanwhile
+        state = "still holds the last complete one" if path.exists() else "was not written"
+        raise UserError(f"cannot write the checkpoint {path} ({exc.strerror or exc}); "
+                        f"{path.name} {state}: free space, then resume") from None
+    return path
+
+
+def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -68,7 +78,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
-    return path
 
 
 def remove_orphaned_temporaries(path: str | Path) -> list[Path]:

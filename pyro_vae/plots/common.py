@@ -14,14 +14,21 @@ import torch
 __all__ = ["image_grid", "save_figure"]
 
 
-def image_grid(images: torch.Tensor, image_shape: tuple[int, int], columns: int) -> np.ndarray:
-    """Tile images (N, H*W) into one (rows*H, columns*W) array, blank cells padded."""
+def image_grid(images: torch.Tensor, image_shape: tuple[int, int], columns: int,
+               gap: int = 1, fill: float = 1.0) -> np.ndarray:
+    """Tile images (N, H*W) into one (rows*(H+gap)-gap, columns*(W+gap)-gap) array.
+
+    Tiles are ``gap`` pixels apart and blank cells are padded, both with ``fill`` (white
+    for images in [0, 1] on a grey colour map): digits on a black background would
+    otherwise run into one another, an 8x8 digit most of all.
+    """
     h, w = image_shape
     rows = math.ceil(len(images) / columns)
-    canvas = np.ones((rows * h, columns * w))
+    canvas = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), fill)
     for i, image in enumerate(images.detach().cpu().numpy().reshape(-1, h, w)):
         r, c = divmod(i, columns)
-        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+        top, left = r * (h + gap), c * (w + gap)
+        canvas[top : top + h, left : left + w] = image
     return canvas
 
 

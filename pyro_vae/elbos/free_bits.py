@@ -11,15 +11,18 @@ import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.infer.util import check_fully_reparametrized
 
+from .base import EstimatorELBO
+
 __all__ = ["FreeBitsELBO"]
 
 
-class FreeBitsELBO(pyro.infer.Trace_ELBO):
+class FreeBitsELBO(EstimatorELBO, pyro.infer.Trace_ELBO):
     """-ELBO whose KL term per latent site is max(free_bits, batch-mean KL) nats per example.
 
     The KL of each example is the closed form when ``analytic`` and registered, else
     log q(z|x) - log p(z) at the guide's sample (reparameterized guides only).  Below
     the floor the KL gets no gradient, so the encoder is free to use those nats.
+    ``loss`` and ``loss_and_grads`` are this estimator too (:mod:`.base`).
     """
 
     def __init__(self, free_bits: float, analytic: bool = True, **kwargs):
@@ -32,10 +35,6 @@ class FreeBitsELBO(pyro.infer.Trace_ELBO):
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             loss = loss + self._free_bits_loss(model_trace, guide_trace) / self.num_particles
         return loss
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
 
     def _free_bits_loss(self, model_trace, guide_trace) -> torch.Tensor:
         loss = 0.0

@@ -51,6 +51,7 @@ from torch import nn
 
 from ..models.vae import VAE
 from ..rng import forked_rng
+from .base import EstimatorELBO, MeanFieldELBO, TraceELBO, plate_nesting
 
 __all__ = ["FusedELBO"]
 
@@ -156,15 +157,17 @@ class _Plan:
         return -elbo / num_particles
 
 
-class FusedELBO:
+class FusedELBO(EstimatorELBO):
     """``Trace_ELBO`` (or ``TraceMeanField_ELBO``) for the VAE without Pyro's per-step tracing.
 
-    Has the interface of a Pyro ELBO: ``differentiable_loss(model, guide, *args, **kwargs)``
-    (a scalar tensor to call ``backward`` on) and ``loss(...)`` (a float), both -ELBO.
-    The first call for a (model, guide) pair traces it once with Pyro (the random
-    number generator is restored afterwards, so the draws are those Pyro's ELBO
-    would make); a pair it cannot fuse, or a call it cannot fuse, goes to
-    :attr:`fallback`, the plain Pyro ELBO of the same estimator.
+    A ``pyro.infer.ELBO``: ``differentiable_loss(model, guide, *args, **kwargs)`` (a scalar
+    tensor to call ``backward`` on), and ``loss`` and ``loss_and_grads`` derived from it
+    (:mod:`.base`), all -ELBO.  The first call for a (model, guide) pair traces it once with
+    Pyro (the random number generator is restored afterwards, so the draws are those Pyro's
+    ELBO would make); a pair it cannot fuse, or a call it cannot fuse, goes to
+    :attr:`fallback`, the registry's plain ELBO of the same estimator (``meanfield`` or
+    ``trace``).  Under ``pyro.infer.SVI`` every call is inside SVI's parameter-capturing
+    handler, so SVI always gets the fallback: the same estimator, Pyro's speed.
 
     Parameters
     ----------
@@ -173,15 +176,18 @@ class FusedELBO:
         (``TraceMeanField_ELBO``); else Monte Carlo (``Trace_ELBO``).
     num_particles : int
         K, vectorized: z is drawn with shape (K, B, latent_dim).
+    max_plate_nesting : int, optional
+        The fallback's (None: inferred); the fused pair itself has the one plate "data".
     """
 
-    def __init__(self, analytic_kl: bool = True, num_particles: int = 1):
+    def __init__(self, analytic_kl: bool = True, num_particles: int = 1,
+                 max_plate_nesting: int | None = None):
+        super().__init__(num_particles=num_particles, vectorize_particles=num_particles > 1,
+                         max_plate_nesting=plate_nesting(max_plate_nesting))
         self.analytic_kl = analytic_kl
-        self.num_particles = num_particles
-        elbo = pyro.infer.TraceMeanField_ELBO if analytic_kl else pyro.infer.Trace_ELBO
-        self.fallback = elbo(
-            num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
-        )
+        elbo = MeanFieldELBO if analytic_kl else TraceELBO
+        self.fallback = elbo(num_particles=num_particles, vectorize_particles=num_particles > 1,
+                             max_plate_nesting=plate_nesting(max_plate_nesting))
         self._pair: tuple[Callable, Callable] | None = None
         self._plan: _Plan | None = None
         self._reason: str | None = None
@@ -203,12 +209,9 @@ class FusedELBO:
             return self.fallback.differentiable_loss(model, guide, *args, **kwargs)
         return self._plan.loss(args[0], kwargs.get("n"), self.num_particles)
 
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """-ELBO as a float."""
-        if self.decline_reason(model, guide, *args, **kwargs) is not None:
-            return self.fallback.loss(model, guide, *args, **kwargs)
-        with torch.no_grad():
-            return self._plan.loss(args[0], kwargs.get("n"), self.num_particles).item()
+    def _get_trace(self, model, guide, args, kwargs):
+        # the traces of this estimator are its fallback's (Pyro's ELBO asks for the method)
+        return self.fallback._get_trace(model, guide, args, kwargs)
 
     def _make_plan(self, model, guide, x: torch.Tensor, n: int | None):
         """(plan, None) for a pair it fuses, else (None, why not)."""

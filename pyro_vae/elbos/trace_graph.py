@@ -2,7 +2,8 @@
 
 Pyro's graph ELBO gives Rao-Blackwellized score-function terms (with baselines where a
 guide site asks for them) through a surrogate loss; ``fit`` back-propagates
-``differentiable_loss``, whose value here is -ELBO and whose gradient is the surrogate's.
+``differentiable_loss``, whose value here is -ELBO and whose gradient is the surrogate's,
+and ``loss`` and ``loss_and_grads`` are derived from it (:mod:`.base`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import pyro
 import torch
 
+from .base import EstimatorELBO
+
 __all__ = ["GraphELBO"]
 
 
-class GraphELBO(pyro.infer.TraceGraph_ELBO):
+class GraphELBO(EstimatorELBO, pyro.infer.TraceGraph_ELBO):
     """``TraceGraph_ELBO`` with ``differentiable_loss``: value -ELBO, gradient its surrogate's."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:

@@ -50,7 +50,8 @@ def plot_sbc_ranks(ranks: Mapping[str, Sequence[int]], num_draws: int, bins: int
         # the band as steps over each bin (the last value repeated to close the last step)
         ax.fill_between(edges, np.append(low, low[-1]), np.append(high, high[-1]), step="post",
                         color="0.85", label=f"{level:.0%} binomial band")
-        ax.stairs(expected, edges, color="k", ls="--", lw=1, label="expected count")
+        ax.stairs(expected, edges, baseline=None, color="k", ls="--", lw=1,
+                  label="expected count")
         ax.hist(values, bins=edges, alpha=0.7, label="data sets")
         ax.set_xlabel(f"rank of the true {name} among {num_draws} draws")
         ax.set_ylabel("data sets")

@@ -1,6 +1,6 @@
 """The IWAE paper's Table 1 (Burda, Grosse & Salakhutdinov, 2016) with this package's VAE.
 
-Each cell trains the paper's model (``examples/configs/iwae_{1,2}layer.toml``: dynamically
+Each cell trains the paper's model (``pyro_vae/configs/iwae_{1,2}layer.toml``: dynamically
 binarized MNIST, batch 20, Adam, the 3^i-epoch stage schedule) with its objective and k,
 then measures the test negative log-likelihood by importance sampling with K = 5000
 (nats per image, lower is better) and prints it beside the paper's number.
@@ -28,7 +28,7 @@ from pathlib import Path
 from pyro_vae.config import load_config
 from pyro_vae.experiments.vae import load_resumable, train_vae
 
-CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "pyro_vae" / "configs"
 
 # cell -> (ELBO, k): the paper's columns
 CELLS = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,10 @@ __all__ = [
     "InferenceConfig",
     "TrainConfig",
     "RunConfig",
+    "CONFIG_DIR",
+    "config_file",
+    "config_summary",
+    "shipped_configs",
     "load_config",
     "apply_overrides",
     "dump_toml",
@@ -333,13 +338,46 @@ def apply_overrides(mapping: dict[str, Any], overrides: list[str]) -> dict[str, 
     return merged
 
 
+# the shipped configs: package data, so an installed pyro-vae carries them
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship with pyro-vae, by name (the file's stem), sorted."""
+    return {path.stem: path for path in sorted(CONFIG_DIR.glob("*.toml"))}
+
+
+def config_summary(path: str | Path) -> str:
+    """What a config is, in one line: the first sentence of its leading comment block."""
+    comments = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append(line.lstrip("#").strip())
+    text = " ".join(comments)
+    first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(".")
+    return first if len(first) <= 100 else first[:99] + "…"
+
+
+def config_file(name_or_path: str | Path) -> Path:
+    """The TOML file ``name_or_path`` means: a file that exists, else a shipped config's name
+    (``vae_vamp_prior`` or ``vae_vamp_prior.toml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    if path.parent == Path(".") and path.suffix in ("", ".toml") and path.stem in shipped:
+        return shipped[path.stem]
+    raise UserError(f"config file {path} does not exist, and no shipped config has that name "
+                    f"(pyro-vae configs lists them: {', '.join(shipped)})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Read a TOML file (or start from defaults), apply overrides, validate."""
+    """Read a TOML file or a shipped config by name (or start from defaults), apply
+    overrides, validate."""
     mapping: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file {path} does not exist")
+        path = config_file(path)
         try:
             mapping = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -9,10 +9,11 @@ import torch
 
 from pyro_vae.build import build_vae
 from pyro_vae.cli import main
-from pyro_vae.config import RunConfig, dump_toml, load_config
+from pyro_vae.config import RunConfig, dump_toml, load_config, shipped_configs
+from pyro_vae.errors import UserError
 from pyro_vae.train import fit
 
-EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "configs").glob("*.toml"))
+EXAMPLES = sorted(shipped_configs().values())
 # small data, so that a value wrongly accepted costs seconds, not a training run
 FAST = ["--dataset", "digits", "--quiet", "--set", "data.train_size=8", "--set", "data.test_size=8",
         "--set", "train.epochs=1", "--set", "inference.eval_particles=2"]
@@ -152,3 +153,28 @@ def test_example_config_trains_one_tiny_epoch(path, tmp_path, capsys, loaded_onc
         assert math.isfinite(metrics["test_log_likelihood"])
     assert load_config(out / "config.toml") == load_config(path, ["train.epochs=1",
         "data.train_size=64", "data.test_size=16", "inference.eval_particles=4"])
+
+
+def test_a_shipped_config_is_selected_by_name_or_path(tmp_path):
+    shipped = shipped_configs()
+    path = shipped["vae_vamp_prior"]
+    assert load_config("vae_vamp_prior") == load_config("vae_vamp_prior.toml") == load_config(path)
+    assert load_config("vae_vamp_prior").prior.name == "vamp"
+    local = tmp_path / "vae_vamp_prior.toml"  # a file that exists wins over a shipped name
+    local.write_text(path.read_text().replace("components = 100", "components = 7"))
+    assert load_config(local).prior.components == 7
+    with pytest.raises(UserError, match="no shipped config has that name .*vae_vamp_prior"):
+        load_config("vae_vampprior")
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "vae_vamp_prior")  # a folder and a name: a path, not a name
+
+
+def test_pyro_vae_configs_lists_each_shipped_config_in_one_line_and_shows_one(capsys):
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = list(shipped_configs())
+    assert [line.split()[0] for line in lines[:-1]] == names
+    assert all(len(line.split(maxsplit=1)[1]) <= 100 for line in lines[:-1])
+    assert main(["configs", "vae_iaf_guide"]) == 0
+    assert capsys.readouterr().out == shipped_configs()["vae_iaf_guide"].read_text()
+    assert main(["configs", "nope"]) == 2

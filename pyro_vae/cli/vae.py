@@ -10,7 +10,16 @@ from typing import Any
 import pyro
 import torch
 
-from ..config import MAX_PARTICLES, RunConfig, apply_overrides, check_count, load_config
+from ..config import (
+    MAX_PARTICLES,
+    RunConfig,
+    apply_overrides,
+    check_count,
+    config_file,
+    config_summary,
+    load_config,
+    shipped_configs,
+)
 from ..data import BINARIZE_MODES, DATASETS, binarize_test_set, load_dataset, load_evaluation_array
 from ..elbos import ELBOS
 from ..errors import UserError
@@ -199,10 +208,27 @@ def _sample_summary(m: dict[str, Any]) -> list[str]:
     return [f"{m['n']} samples from p(z): {m['samples']}"]
 
 
+def _configs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.name is not None:
+        path = config_file(args.name)
+        return {"name": path.stem, "path": str(path), "toml": path.read_text()}
+    return {"configs": {name: {"path": str(path), "summary": config_summary(path)}
+                        for name, path in shipped_configs().items()}}
+
+
+def _configs_summary(m: dict[str, Any]) -> list[str]:
+    if "toml" in m:  # one config: its text, to read or to copy and edit
+        return [m["toml"].rstrip("\n")]
+    width = max(map(len, m["configs"]))
+    return [*(f"{name:<{width}}  {entry['summary']}" for name, entry in m["configs"].items()),
+            "train one with: pyro-vae train --config NAME; show one with: pyro-vae configs NAME"]
+
+
 def add_command(commands: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``evaluate`` and ``sample`` to the CLI's subcommands."""
+    """Add ``train``, ``evaluate``, ``sample`` and ``configs`` to the CLI's subcommands."""
     train = commands.add_parser("train", help="train a VAE and write metrics, checkpoint, figures")
-    train.add_argument("--config", type=Path, help="TOML config file (see examples/configs)")
+    train.add_argument("--config", type=Path, metavar="NAME|FILE",
+                       help="a shipped config by name (pyro-vae configs lists them) or a TOML file")
     train.add_argument(
         "--set",
         action="append",
@@ -276,3 +302,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help="replace what --out already holds")
     add_reporting(sample)
     sample.set_defaults(func=_sample, summary=_sample_summary)
+
+    configs = commands.add_parser("configs", help="list the shipped configs, or show one")
+    configs.add_argument("name", nargs="?", help="a shipped config's name: print its TOML")
+    add_reporting(configs)
+    configs.set_defaults(func=_configs, summary=_configs_summary)

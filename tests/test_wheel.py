@@ -42,7 +42,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_carries_the_package_and_its_shipped_configs(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"pyro_vae/configs/{path.name}" for path in (ROOT / "pyro_vae/configs").glob("*.toml")}
+    shipped = {f"pyro_vae/configs/{p.name}" for p in (ROOT / "pyro_vae/configs").glob("*.toml")}
     assert shipped and shipped <= names
     assert "pyro_vae/cli/main.py" in names
     assert not any(name.startswith(("tests/", "benchmarks/", "examples/")) for name in names)
@@ -70,6 +70,7 @@ def test_the_installed_wheel_trains_a_named_config_from_an_empty_folder(wheel, t
                   "--epochs", "1", "--quiet", cwd=empty, env=environment)
     assert "1 epochs in" in trained.stdout
     (run_folder,) = (empty / "runs").iterdir()
-    assert {"metrics.json", "checkpoint.pt", "config.toml"} <= {p.name for p in run_folder.iterdir()}
+    written = {path.name for path in run_folder.iterdir()}
+    assert {"metrics.json", "checkpoint.pt", "config.toml"} <= written
     listed = run(str(env_dir / "bin" / "pyro-vae"), "configs", cwd=empty, env=environment)
     assert "vae_vamp_prior" in listed.stdout

@@ -3,11 +3,14 @@
 :func:`run_gmm` takes :class:`GMMOptions` (what ``pyro-vae gmm`` parses its flags into) and
 returns the metrics it also writes to ``out/metrics.json``: log-likelihoods in nats per point
 (higher is better), BIC and AIC (lower is better), the fitted parameters, the route's
-diagnostics and, for K = 1 .. K + 2 by EM, the selection curve.
+diagnostics and, when a range of K is asked for, the selection curve over it; the fitted
+mixture is saved as ``out/mixture.pt``.  :func:`run_gmm_predict` scores new points with a
+saved mixture (``pyro-vae gmm-predict``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +20,15 @@ import torch
 
 from ..data import load_dataset, read_numpy
 from ..errors import UserError
-from ..inference.gmm import aic, bic, check_data, fit_gmm, select_components
+from ..inference.gaussian_mixture import GaussianMixture
+from ..inference.gmm import aic, bic, check_data, fit_gmm, selection_row
 from ..inference.gmm_em import check_reg_covar
 from ..models.gmm_density import log_marginal, random_mixture, sample_mixture
-from ..progress import say
+from ..progress import progress_bar, say
 from .runs import prepare_out, write_metrics
 
 __all__ = ["GMMOptions", "MAX_SEPARATION", "MAX_SIMULATED", "Simulation", "load_gmm_data",
-           "run_gmm"]
+           "parse_components", "run_gmm", "run_gmm_predict"]
 
 MAX_SIMULATED = 10**8  # numbers in a simulated data set (800 MB of float64)
 MAX_SEPARATION = 1e6  # far apart enough for any demonstration, far from overflowing a square
@@ -62,6 +66,20 @@ class Simulation:
         return cls(n, d, k, separation)
 
 
+def parse_components(text: str) -> int | tuple[int, int]:
+    """``"K"`` -> K (fit that K), ``"A:B"`` -> (A, B) (fit each K from A to B and keep the one
+    BIC chooses); :class:`UserError` unless whole numbers with A <= B (their range against the
+    data is checked by :func:`run_gmm`)."""
+    try:
+        bounds = [int(part) for part in text.split(":")]
+        if len(bounds) not in (1, 2) or bounds[0] > bounds[-1]:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--components takes a number K or a range A:B of whole numbers with "
+                        f"A <= B (e.g. 2:8), got {text!r}") from None
+    return bounds[0] if len(bounds) == 1 else (bounds[0], bounds[1])
+
+
 @dataclass(frozen=True)
 class GMMOptions:
     """One ``pyro-vae gmm`` run.
@@ -69,12 +87,13 @@ class GMMOptions:
     Exactly one source: ``data`` (an N x D ``.npy`` file; 20% held out unless ``test`` is
     given), ``dataset`` (a name in :data:`pyro_vae.data.DATASETS`, with its test split) or
     ``simulate``.  ``pca`` projects train and test onto the first P principal axes of train.
+    ``components`` is K, or a range (A, B) of K to fit by the route, BIC choosing among them.
     ``steps`` is the ``vi`` route's SVI steps; ``samples`` the ``nuts`` route's draws per chain
-    (as many warm-up steps, 2 chains).  ``idata`` (``vi``, ``nuts``) is a NetCDF file for the
-    ArviZ InferenceData.
+    (as many warm-up steps) and ``chains`` its chains.  ``idata`` (``vi``, ``nuts``) is a
+    NetCDF file for the ArviZ InferenceData.
     """
 
-    components: int
+    components: int | tuple[int, int]
     data: Path | None = None
     dataset: str | None = None
     simulate: Simulation | None = None
@@ -86,10 +105,20 @@ class GMMOptions:
     reg_covar: float = 1e-6
     steps: int = 500
     samples: int = 200
+    # chains run one after another, each adding its whole time: 2 is the fewest with a
+    # between-chain r-hat (the toy's default too); 4 for a final analysis (Vehtari et al. 2021)
+    chains: int = 2
     seed: int = 0
     out: Path = Path("runs/gmm")
     overwrite: bool = False
     idata: Path | None = None
+
+    @property
+    def ks(self) -> list[int]:
+        """The numbers of components to fit."""
+        low, high = (self.components,) * 2 if isinstance(self.components, int) else (
+            self.components)
+        return list(range(low, high + 1))
 
     def __post_init__(self):
         sources = [self.data, self.dataset, self.simulate]
@@ -165,34 +194,42 @@ def load_gmm_data(options: GMMOptions) -> tuple[torch.Tensor, torch.Tensor, str]
 
 
 def run_gmm(options: GMMOptions) -> dict[str, Any]:
-    """Fit, score, choose K and draw; returns the metrics written to ``out/metrics.json``.
+    """Fit (each K of a range), score, choose K and draw; the metrics of ``out/metrics.json``.
 
-    Writes ``metrics.json``, ``mixture.png`` (the components over the data) and
-    ``selection.png`` (log-likelihoods, BIC and AIC against K) to ``options.out``, and the
-    InferenceData to ``options.idata`` when given.
+    Writes ``metrics.json``, ``mixture.pt`` (the fitted mixture,
+    :meth:`~pyro_vae.inference.gaussian_mixture.GaussianMixture.save`), ``mixture.png`` (the
+    components over the data) and, for a range of K, ``selection.png`` (log-likelihoods, BIC
+    and AIC against K) to ``options.out``, and the InferenceData to ``options.idata`` when
+    given.  Of a range, the K with the lowest BIC is the fit kept (BIC reads the training
+    data only; the test log-likelihood stays an honest score of the choice).
     """
     x_train, x_test, source = load_gmm_data(options)
     n, d = x_train.shape
-    k = options.components
-    if not 1 <= k <= n:
-        raise UserError(f"--components must be between 1 and the N={n} training points, got {k}")
+    ks = options.ks
+    if not 1 <= ks[0] <= ks[-1] <= n:
+        shown = options.components if len(ks) == 1 else f"{ks[0]}:{ks[-1]}"
+        raise UserError(f"--components must be between 1 and the N={n} training points, "
+                        f"got {shown}")
     check_reg_covar(options.reg_covar)
-    if options.steps < 1 or options.samples < 2:
-        raise UserError("--steps must be >= 1 and --samples >= 2")
+    if options.steps < 1 or options.samples < 2 or options.chains < 1:
+        raise UserError("--steps must be >= 1, --samples >= 2 and --chains >= 1")
     if options.idata is not None and (options.inference == "map"
                                       or Path(options.idata).suffix != ".nc"):
         raise UserError("--idata needs posterior draws (--inference vi or nuts) and a file name "
                         "ending in .nc")
     out = prepare_out(options.out, options.overwrite)
-    fitted = fit_gmm(x_train, k, options.covariance, options.inference, seed=options.seed,
-                     restarts=options.restarts, reg_covar=options.reg_covar, steps=options.steps,
-                     num_samples=options.samples, warmup_steps=options.samples)
+    fits, bar = {}, progress_bar(len(ks), f"gmm: K = {ks[0]}..{ks[-1]}", enabled=len(ks) > 1)
+    for k in ks:
+        fits[k] = fit_gmm(x_train, k, options.covariance, options.inference, seed=options.seed,
+                          restarts=options.restarts, reg_covar=options.reg_covar,
+                          steps=options.steps, num_samples=options.samples,
+                          warmup_steps=options.samples, num_chains=options.chains)
+        bar.update()
+    bar.close()
+    selection = [selection_row(fitted, x_train, x_test) for fitted in fits.values()]
+    k = min(selection, key=lambda row: row["bic"])["components"]
+    fitted = fits[k]
     plug_in_total = log_marginal(x_train, fitted.params).sum().item()
-    # K from 1 to K + 2 by the fast EM route: the curve and the BIC/AIC choice
-    ks = list(range(1, min(k + 2, n) + 1))
-    selection = select_components(x_train, x_test, ks, options.covariance, "map",
-                                  seed=options.seed, restarts=options.restarts,
-                                  reg_covar=options.reg_covar)
     metrics = {
         "data": source,
         "num_train": n,
@@ -212,33 +249,90 @@ def run_gmm(options: GMMOptions) -> dict[str, Any]:
         "scales": fitted.params.scales.tolist(),
         "seconds": fitted.seconds,
         "diagnostics": fitted.info,
-        "selection": selection,
-        "best_k": {
-            "bic": min(selection, key=lambda row: row["bic"])["components"],
+    }
+    if len(ks) > 1:
+        metrics.update(components_tried=[ks[0], ks[-1]], chosen_by="bic", selection=selection)
+        metrics["best_k"] = {
+            "bic": k,
             "aic": min(selection, key=lambda row: row["aic"])["components"],
             "test_log_likelihood": max(selection, key=lambda row: row["test_log_likelihood"])[
                 "components"],
-        },
-    }
-    at_edge = [name for name, best in metrics["best_k"].items() if best == ks[-1] < n]
-    if at_edge:  # the sweep stopped where the criterion was still improving
-        metrics["selection_warning"] = (
-            f"the best K by {' and '.join(at_edge)} is {ks[-1]}, the largest tried: a larger K "
-            f"may be better; try --components {ks[-1] + 2}")
-        say(f"pyro-vae gmm: warning: {metrics['selection_warning']}")
+        }
+        warning = _edge_warning(metrics["best_k"], ks, n)
+        if warning:
+            metrics["selection_warning"] = warning
+            say(f"pyro-vae gmm: warning: {warning}")
+    mixture = GaussianMixture.from_fit(fitted, x_train, n_init=options.restarts,
+                                       reg_covar=options.reg_covar, seed=options.seed)
+    metrics["mixture"] = str(mixture.save(out / "mixture.pt"))
     # matplotlib is heavy: imported only when a run draws its figures
     from ..plots.gmm import save_mixture_figure, save_selection_curve
 
     metrics["figures"] = {
         "mixture": str(save_mixture_figure(x_train, fitted.params, out / "mixture.png",
                                            f"{options.inference}: K={k}, {options.covariance}")),
-        "selection": str(save_selection_curve(selection, out / "selection.png")),
     }
+    if len(ks) > 1:
+        metrics["figures"]["selection"] = str(save_selection_curve(selection,
+                                                                   out / "selection.png"))
     if options.idata is not None:
         from ..arviz import gmm_inference_data, save_inference_data  # arviz is heavy
 
         idata = gmm_inference_data(x_train, fitted, num_chains=fitted.info.get("num_chains", 1),
                                    seed=options.seed)
         metrics["idata"] = str(save_inference_data(idata, options.idata))
+    write_metrics(out, metrics)
+    return metrics
+
+
+def _edge_warning(best_k: dict[str, int], ks: list[int], n: int) -> str | None:
+    """What to say when a criterion's best K is an end of the range tried that K could pass
+    (the criterion may still improve beyond it); ``None`` when every best K is inside."""
+    high = [name for name, best in best_k.items() if best == ks[-1] < n]
+    low = [name for name, best in best_k.items() if best == ks[0] > 1]
+    width = ks[-1] - ks[0]
+    if high:
+        return (f"the best K by {' and '.join(high)} is {ks[-1]}, the largest tried: a larger K "
+                f"may be better; try --components {ks[-1]}:{min(n, ks[-1] + max(width, 2))}")
+    if low:
+        return (f"the best K by {' and '.join(low)} is {ks[0]}, the smallest tried: a smaller K "
+                f"may be better; try --components {max(1, ks[0] - max(width, 2))}:{ks[0]}")
+    return None
+
+
+def run_gmm_predict(model: Path, data: Path, out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Score the points of ``data`` (an N x D ``.npy`` file) with a saved mixture.
+
+    Writes ``out/predictions.npz`` (``labels`` (N,) int64, the most probable component;
+    ``responsibilities`` (N, K), p(z_i = j | x_i); ``log_likelihood`` (N,), log p(x_i) in
+    nats) and ``out/metrics.json``; returns the metrics.  Inputs are checked before ``out``
+    is created.
+    """
+    mixture = GaussianMixture.load(model)
+    x = _read_matrix(data, "--data")
+    if x.shape[1] != mixture.n_features_in_:
+        raise UserError(f"--data has D={x.shape[1]} features but the mixture {model} was fitted "
+                        f"on D={mixture.n_features_in_}")
+    out = prepare_out(out, overwrite)
+    responsibilities = mixture.predict_proba(x)
+    labels = responsibilities.argmax(-1)
+    log_likelihood = mixture.score_samples(x)
+    path = out / "predictions.npz"
+    tmp = out / ".predictions.tmp.npz"  # renamed into place: never half a file at ``path``
+    np.savez(tmp, labels=labels, responsibilities=responsibilities,
+             log_likelihood=log_likelihood)
+    os.replace(tmp, path)
+    metrics = {
+        "model": str(model),
+        "data": str(data),
+        "num_points": x.shape[0],
+        "dim": x.shape[1],
+        "components": mixture.n_components,
+        "covariance": mixture.covariance_type,
+        "inference": mixture.inference_,
+        "mean_log_likelihood": float(log_likelihood.mean()),
+        "counts": np.bincount(labels, minlength=mixture.n_components).tolist(),
+        "predictions": str(path),
+    }
     write_metrics(out, metrics)
     return metrics

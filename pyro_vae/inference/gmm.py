@@ -25,7 +25,8 @@ measurements behind these choices are in ``benchmarks/NOTES.md``).  The Bayesian
 for uncertainty, not for speed.
 
 Model choice: :func:`select_components` scores K by held-out log-likelihood, BIC and AIC
-(:func:`num_parameters` free parameters).
+(:func:`num_parameters` free parameters), one :func:`selection_row` per K.  A fit users can
+keep, save and score on new data: :class:`~pyro_vae.inference.gaussian_mixture.GaussianMixture`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "fit_vi",
     "num_parameters",
     "select_components",
+    "selection_row",
     "unconstrained_potential",
 ]
 
@@ -242,8 +244,14 @@ def unconstrained_potential(model: GaussianMixtureModel, x: torch.Tensor):
 @GMM_ROUTES.register("nuts")
 def fit_nuts(x, model, *, restarts=5, seed=0, reg_covar=1e-6, num_samples=200,
              warmup_steps=200, num_chains=2, **_):
-    """NUTS on the globals with z summed out; chains run one after another from the MAP."""
+    """NUTS on the globals with z summed out; chains run one after another from the MAP.
+
+    Chain c is seeded with ``seed + c``; r-hat and ESS are computed across the
+    ``num_chains`` chains (split r-hat within the one chain if ``num_chains`` = 1).
+    """
     check_draws(num_samples)
+    if num_chains < 1:
+        raise UserError(f"--chains must be at least 1, got {num_chains}")
     start, _ = em(x, model, restarts=restarts, seed=seed, reg_covar=reg_covar)
     start = start.ordered()
     potential, transforms = unconstrained_potential(model, x)
@@ -300,17 +308,24 @@ def select_components(
     training log-likelihood at the point estimate (lower is better).
     """
     x_train, x_test = check_data(x_train, "training data"), check_data(x_test, "test data")
-    rows = []
-    for k in ks:
-        fitted = fit_gmm(x_train, k, covariance, inference, seed=seed, **options)
-        total = log_marginal(x_train, fitted.params).sum().item()
-        n, d = x_train.shape
-        rows.append({
-            "components": k,
-            "train_log_likelihood": total / n,
-            "test_log_likelihood": fitted.log_likelihood(x_test).mean().item(),
-            "bic": bic(total, n, k, d, covariance),
-            "aic": aic(total, k, d, covariance),
-            "seconds": fitted.seconds,
-        })
-    return rows
+    return [selection_row(fit_gmm(x_train, k, covariance, inference, seed=seed, **options),
+                          x_train, x_test) for k in ks]
+
+
+def selection_row(fitted: GMMFit, x_train: torch.Tensor, x_test: torch.Tensor) -> dict:
+    """One K's row of :func:`select_components` for a fit to x_train (N, D).
+
+    Train and test log-likelihoods in nats per point (the test one as
+    :meth:`GMMFit.log_likelihood` scores it), BIC and AIC from the total training
+    log-likelihood at the point estimate, and the fit's seconds.
+    """
+    total = log_marginal(x_train, fitted.params).sum().item()
+    (n, d), k = x_train.shape, fitted.model.num_components
+    return {
+        "components": k,
+        "train_log_likelihood": total / n,
+        "test_log_likelihood": fitted.log_likelihood(x_test).mean().item(),
+        "bic": bic(total, n, k, d, fitted.model.covariance),
+        "aic": aic(total, k, d, fitted.model.covariance),
+        "seconds": fitted.seconds,
+    }

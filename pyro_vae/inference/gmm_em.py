@@ -238,7 +238,8 @@ def em(
 
     Returns
     -------
-    (params, info): ``info["restarts"]`` lists, in the order of the k-means draws, each
+    (params, info): ``info["winner"]`` is the index of the restart returned;
+    ``info["restarts"]`` lists, in the order of the k-means draws, each
     restart's iterations, convergence and abandonment flags, k-means inertia and mean
     log-likelihood per point at the parameters it returns (the one that selects the winner;
     for the abandoned, at abandonment).
@@ -258,7 +259,7 @@ def em(
     # refines the partition anyway (same optima, faster: benchmarks/NOTES.md)
     starts = [_kmeans_labels(x_t, model.num_components, generator, 100, 1e-3)
               for _ in range(restarts)]
-    best, best_params, runs = None, None, [None] * restarts
+    best, best_params, winner, runs = None, None, None, [None] * restarts
     for r in sorted(range(restarts), key=lambda r: starts[r][1]):
         labels, inertia = starts[r]
         target = -math.inf if best is None else best["log_likelihood"]
@@ -269,10 +270,10 @@ def em(
             raise UserError(_SINGULAR.format(reg_covar=reg_covar)) from None
         runs[r] = {**run, "inertia": inertia}
         if not run["abandoned"] and (best is None or run["log_likelihood"] > target):
-            best, best_params = run, params
+            best, best_params, winner = run, params, r
     best = MixtureParams(best_params.weights, best_params.locs + shift, best_params.scales,
                          best_params.chol_corr)
-    return best, {"restarts": runs}
+    return best, {"restarts": runs, "winner": winner}
 
 
 

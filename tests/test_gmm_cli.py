@@ -22,7 +22,7 @@ def _run(args, capsys):
 
 @pytest.mark.parametrize(
     "route, extra",
-    [("map", []), ("vi", ["--steps", "60"]), ("nuts", ["--samples", "25", "--chains", "3"])],
+    [("map", []), ("vi", ["--steps", "60"]), ("nuts", ["--samples", "40", "--chains", "3"])],
 )
 def test_each_route_writes_metrics_figures_and_the_mixture(route, extra, tmp_path, capsys):
     out = tmp_path / route

@@ -134,11 +134,13 @@ class GaussianMixture:
         self.params_ = fitted.params
         self.inference_ = fitted.inference
         self.n_features_in_ = fitted.model.dim
-        self.converged_ = self.n_iter_ = None
-        if "winner" in fitted.info:  # EM's restarts
+        if "winner" in fitted.info:  # EM's restarts: the winner scored its final parameters
             winner = fitted.info["restarts"][fitted.info["winner"]]
             self.converged_, self.n_iter_ = winner["converged"], winner["iterations"]
-        self.lower_bound_ = log_marginal(x, self.params_).mean().item()
+            self.lower_bound_ = winner["log_likelihood"]
+        else:
+            self.converged_ = self.n_iter_ = None
+            self.lower_bound_ = log_marginal(x, self.params_).mean().item()
 
     # ------------------------------------------------------------------------ the fitted mixture
 

@@ -17,6 +17,7 @@ import torch
 from ..data import Dataset
 from ..errors import UserError
 from .ownership import claim_folder
+from .report import render_report
 
 __all__ = [
     "RUN_FILES",
@@ -98,8 +99,12 @@ def write_atomically(path: Path, text: str) -> Path:
 
 
 def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
-    """``metrics`` as indented, strict JSON in ``out/metrics.json``; the path."""
-    return write_atomically(out / "metrics.json", strict_json(metrics, indent=2) + "\n")
+    """``metrics`` as indented, strict JSON in ``out/metrics.json``, and the folder's page for
+    people, ``out/report.html`` (:func:`~pyro_vae.experiments.report.render_report`); the
+    path of the metrics."""
+    path = write_atomically(out / "metrics.json", strict_json(metrics, indent=2) + "\n")
+    write_atomically(out / "report.html", render_report(out, metrics))
+    return path
 
 
 # The first line of a run folder's config.toml: a TOML comment, so the file stays the config

@@ -2,27 +2,39 @@
 
 One builder, :func:`inference_data`, puts numpy arrays into the groups ArviZ expects
 (``posterior``, ``posterior_predictive``, ``log_likelihood``, ``observed_data``, ``prior``,
-``prior_predictive``) with named dimensions; the model-specific functions draw those arrays:
+``prior_predictive``) with named dimensions; the model-specific functions draw those arrays.
+
+``log_likelihood`` always holds the *marginal* log-likelihood of each observation, every
+latent variable of that observation integrated out, so that ``az.loo`` estimates the
+held-out density log p(x_i | x_-i) and ``az.compare`` ranks models as their test
+log-likelihood does.  (The conditional log p(x_i | z_is), given the observation's own
+latent draw, is what PSIS cannot use: leaving x_i out changes z_i's posterior completely,
+hence Pareto k > 1 and a p_loo in the hundreds.)  Draw s of the group is a draw of the
+*global* parameters only:
 
 :func:`toy_inference_data`
-    The uniform-scale toy model from posterior draws of theta = (a, b, mu) (NUTS, or any
-    other sampler), or from an SVI fit's amortized guide (draws of the N latent scales z at
-    the fitted theta).  ``log_likelihood`` is the exact marginal log p(x_i | theta_s) (E1
-    closed form) for theta draws, and log p(x_i | z_is, theta) for guide draws.
+    The uniform-scale toy model: log p(x_i | theta_s), exact (E1 closed form), for posterior
+    draws of theta = (a, b, mu) (NUTS: its chains), or, for a point estimate (``mle``,
+    ``svi``), for draws of the Gaussian approximation at the estimate
+    (:func:`~pyro_vae.inference.uniform_scale.theta_draws_at`); an SVI fit adds its guide's
+    draws of the N latent scales z.
 :func:`gmm_inference_data`
     The Gaussian mixture from a Bayesian fit's (``vi`` or ``nuts``) relabelled draws;
-    ``log_likelihood`` is the marginal logsumexp_j [log alpha_j + log N(x_i; mu_j, Sigma_j)].
+    log p(x_i | theta_s) = logsumexp_j [log alpha_j + log N(x_i; mu_j, Sigma_j)].
 :func:`vae_inference_data`
-    A trained VAE: draws of each image's latent z from the amortized guide q(z | x), with
-    ``log_likelihood`` log p(x_i | z_is) (conditional on the image's own z, so LOO on it
-    measures reconstruction, not held-out density: that is the importance-sampled log p(x)).
+    A trained VAE, whose decoder is a point estimate: each draw holds an importance-sampled
+    estimate of log p(x_i) (leave-one-block-out over the particles, so that p_loo ~ 0 and
+    elpd_loo is the importance-sampled log p(x); the number of particles is in the group's
+    attributes).
 
 Every group's draws have dims (chain, draw, ...); per-observation arrays use the dim
-``obs``, so ``az.loo`` / ``az.waic`` / ``az.compare`` work on the result.
+``obs``, so ``az.loo`` / ``az.waic`` / ``az.compare`` work on the result, with no Pareto-k
+warning where the draws are good.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -31,7 +43,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from .elbos import importance_estimate
 from .errors import UserError
+from .guides.uniform_scale import SigmoidAffineTransform
+from .inference.uniform_scale import theta_draws_at
 from .models.gmm import MixtureParams
 from .models.gmm_density import log_marginal, sample_mixture
 from .models.uniform_scale import UniformScaleMarginal, theta_prior
@@ -70,12 +85,16 @@ def inference_data(
     dims: dict[str, list[str]] | None = None,
     coords: dict[str, np.ndarray] | None = None,
     attrs: dict | None = None,
+    posterior_attrs: dict | None = None,
+    log_likelihood_attrs: dict | None = None,
 ) -> az.InferenceData:
     """``az.from_dict`` on tensors: every posterior-like array is (chain, draw, ...).
 
     ``dims`` names the dims after (chain, draw) of each variable, ``log_likelihood``'s
     variables get ``["obs"]`` (one value per observation, what ``az.loo`` reads) whatever
-    ``dims`` says of the observed variable of the same name.
+    ``dims`` says of the observed variable of the same name.  ``attrs`` go to the whole
+    InferenceData, ``posterior_attrs`` and ``log_likelihood_attrs`` to those groups (say
+    there what a draw is and how the log-likelihood was computed).
     """
     idata = az.from_dict(
         posterior=_numpy(posterior),
@@ -86,10 +105,12 @@ def inference_data(
         dims=dims,
         coords=coords,
         attrs=attrs or {},
+        posterior_attrs=posterior_attrs,
     )
     # a separate call: the observed x may have (obs, dim) while its log-likelihood has (obs,)
     pointwise = az.from_dict(
-        log_likelihood=_numpy(log_likelihood), dims={k: ["obs"] for k in log_likelihood}
+        log_likelihood=_numpy(log_likelihood), dims={k: ["obs"] for k in log_likelihood},
+        log_likelihood_attrs=log_likelihood_attrs,
     )
     idata.extend(pointwise)
     return idata
@@ -122,7 +143,25 @@ def toy_inference_data(
     num_prior_draws: int = 200,
     seed: int = 0,
 ) -> az.InferenceData:
-    """InferenceData for the toy model on data x (N,).
+    """InferenceData for the toy model on data x (N,), LOO-ready.
+
+    ``log_likelihood`` ``x`` (C, S, N) is the exact marginal log p(x_i | theta_s) (E1 closed
+    form, z integrated out) and ``posterior_predictive`` ``x`` (C, S, N) a draw of N points
+    from p(x | theta_s), for the draws theta_s of ``posterior`` ``a``, ``b``, ``mu`` (C, S):
+
+    * posterior draws (``theta_draws``, e.g. NUTS's C chains);
+    * for a point estimate theta_hat (``model`` fitted by ``mle`` or ``svi``), C = 1 chain
+      of S = ``num_draws`` draws of its Gaussian approximation N(u_hat, J^-1) in
+      u = (log a, log(b - a), mu), J the empirical Fisher information
+      (:func:`~pyro_vae.inference.uniform_scale.theta_draws_at`).  A point mass would make
+      every draw's log-likelihood equal, which PSIS cannot weigh (Pareto k = inf), and would
+      charge LOO nothing for the three fitted parameters; with these draws p_loo ~ 3, the
+      price the NUTS export pays, so LOO compares point estimates and posteriors fairly.
+      theta_hat itself is in the posterior's attributes (``a_hat``, ``b_hat``, ``mu_hat``).
+
+    With the SVI fit's ``guide``, ``posterior`` also holds ``z`` (1, S, N): the guide's
+    logit-normal v_is ~ N(loc(x_i), scale(x_i)) at theta_hat, put on each draw's support,
+    z_is = a_s + (b_s - a_s) sigmoid(v_is), so that a_s < z_is < b_s within every draw.
 
     Parameters
     ----------
@@ -130,28 +169,40 @@ def toy_inference_data(
         Posterior draws of theta (e.g. NUTS).
     model, guide : optional
         Instead of ``theta_draws``: a fitted :class:`~pyro_vae.models.uniform_scale.UniformScale`
-        and its amortized guide; ``num_draws`` draws of z (N,) from q(z | x), theta fixed.
+        (a point estimate) and, optionally, its amortized guide q(z | x).
+    num_draws : int
+        S for a point estimate (200: enough for PSIS's Pareto fit, whose tail is 20% of S).
+    num_prior_draws : int
+        Draws of the prior and prior predictive groups.
+    seed : int
+        Seeds every random draw.
     """
     pyro.set_rng_seed(seed)
     n = x.shape[0]
+    dims = {"x": ["obs"]}
+    if theta_draws is not None:
+        posterior = {k: theta_draws[k] for k in ("a", "b", "mu")}
+        posterior_attrs = {"theta": "posterior draws"}
+    elif model is not None:
+        draws = theta_draws_at(x, model, num_draws)  # autograd: the per-point scores
+        posterior = {k: v[None] for k, v in draws.items()}
+        posterior_attrs = {
+            "theta": "N(u_hat, J^-1) at the point estimate, u = (log a, log(b - a), mu), "
+                     "J = sum_i g_i g_i^T the empirical Fisher information",
+            **{f"{k}_hat": v for k, v in model.theta().items()}}
+        if guide is not None:
+            with torch.no_grad():
+                loc, scale = guide.unconstrained(x)  # (N,) each, at theta_hat
+                v = dist.Normal(loc, scale).sample((num_draws,))  # (S, N)
+                support = SigmoidAffineTransform(draws["a"][:, None], draws["b"][:, None])
+                posterior["z"] = support(v)[None]
+            dims["z"] = ["obs"]
+    else:
+        raise ValueError("give theta_draws, or a fitted model (and its guide)")
     with torch.no_grad():
-        if theta_draws is not None:
-            posterior = {k: theta_draws[k] for k in ("a", "b", "mu")}
-            marginal = _toy_marginal(posterior, n)
-            log_lik = marginal.log_prob(x)  # (chain, draw, N)
-            predictive = marginal.sample()
-            dims = {"x": ["obs"]}
-        elif model is not None and guide is not None:
-            with pyro.plate("particles", num_draws, dim=-2):
-                z = guide(x)  # (S, N)
-            z = z[None]
-            posterior = {"z": z}
-            likelihood = dist.Normal(model.mu, z)
-            log_lik = likelihood.log_prob(x)
-            predictive = likelihood.sample()
-            dims = {"x": ["obs"], "z": ["obs"]}
-        else:
-            raise ValueError("give theta_draws, or a fitted model and its guide")
+        marginal = _toy_marginal(posterior, n)
+        log_lik = marginal.log_prob(x)  # (chain, draw, N)
+        predictive = marginal.sample()
         prior = toy_prior_draws(x, num_prior_draws)
         prior_x = _toy_marginal(prior, n).sample()
     return inference_data(
@@ -163,6 +214,9 @@ def toy_inference_data(
         prior_predictive={"x": prior_x[None]},
         dims=dims,
         attrs={"model": "uniform_scale"},
+        posterior_attrs=posterior_attrs,
+        log_likelihood_attrs={"x": "exact marginal log p(x_i | theta_s), z integrated out "
+                                   "(E1 closed form)"},
     )
 
 
@@ -227,25 +281,63 @@ def gmm_inference_data(
 
 
 def vae_inference_data(
-    model, guide, x: torch.Tensor, *, num_draws: int = 20, num_prior_draws: int = 20,
-    seed: int = 0,
+    model, guide, x: torch.Tensor, *, num_draws: int = 200, num_particles: int = 1000,
+    num_prior_draws: int = 20, seed: int = 0,
 ) -> az.InferenceData:
     """InferenceData for a trained VAE (:class:`~pyro_vae.models.vae.VAE`) on images x (N, D).
 
     Groups, with dims ``obs`` (N), ``latent`` (L) and ``pixel`` (D):
-    posterior ``z`` (1, S, N, L) from q(z | x_i); log_likelihood ``x`` (1, S, N), the
-    log p(x_i | z_is) summed over pixels; posterior_predictive ``x`` (1, S, N, D), a draw of
+    posterior ``z`` (1, S, N, L) from q(z | x_i); log_likelihood ``x`` (1, S, N), estimates
+    of the marginal log p(x_i) (below); posterior_predictive ``x`` (1, S, N, D), a draw of
     p(x | z_is) per latent draw (reconstructions); prior ``z`` (1, S0, N, L) from p(z) and
     prior_predictive ``x`` (1, S0, N, D) decoded from them; observed_data ``x`` (N, D).
+
+    The log-likelihood.  The decoder's weights theta_hat are a point estimate, so nothing
+    global varies over draws and the quantity LOO estimates is log p(x_i | theta_hat), z_i
+    integrated out: on test images, the held-out density (pay no price for the weights).
+    It is estimated by importance sampling (:func:`~pyro_vae.elbos.importance_estimate`),
+    w_ij = p(x_i, z_ij) / q(z_ij | x_i), z_ij ~ q(z | x_i).  Draw s holds a K-particle
+    estimate (K = ``num_particles``) made of K - k particles shared by all draws and k =
+    max(1, K // S) of its own:
+
+        log_lik[s, i] = log( (sum_{j in shared} w_ij + sum_{j in own(s)} w_ij) / K ).
+
+    Each draw is an unbiased estimate of p(x_i), as good as
+    ``importance_estimate(..., num_particles=K)``; the draws differ only by their own
+    particles, a share k / K ~ 1 / S of each.  That Monte Carlo spread is all that
+    varies over draws, and LOO would read it as posterior spread: p_loo ~ sum_i
+    Var_s log_lik[s, i] and elpd_loo the log of the harmonic mean over draws (LOO's
+    weights are 1 / p_hat), biased below the estimate by that much.  With shared particles
+    both are O(1 / S^2) of a k-particle estimate's variance: p_loo ~ 0, as it must be with
+    no posterior over the weights, and elpd_loo = sum_i log p(x_i) estimated with K
+    particles.  (Independent K-particle estimates per draw cost S K particles and leave
+    p_loo ~ sum_i Var log p_hat_K(x_i).)  The importance ratio 1 / p_hat_is is largest
+    where the draw's own particles are poorest, and bounded by K / sum_shared w: PSIS sees
+    a light tail.  S = 200 draws give its Pareto fit the tail (20% of S) it needs to stay
+    below ArviZ's threshold 1 - 1 / log10(S).  K, k and the shared count are in the group's
+    attributes.
+
+    Raises ``ValueError`` for fewer than 2 particles (a draw needs shared and own ones).
     """
+    if num_particles < 2:
+        raise ValueError(f"num_particles: each draw needs shared and own particles (K >= 2), "
+                         f"got {num_particles}")
+    own = max(1, num_particles // num_draws)
+    shared = num_particles - own
     pyro.set_rng_seed(seed)
     with torch.no_grad():
         z = guide.posterior(x).sample((num_draws,))  # (S, N, L)
         likelihood = model.likelihood(model.decoder(z))
+        predictive = likelihood.sample()
         prior_z = model.prior().sample((num_prior_draws, x.shape[0]))  # (S0, N, L)
         prior_x = model.likelihood(model.decoder(prior_z)).sample()
-        log_lik = likelihood.log_prob(x)
-        predictive = likelihood.sample()
+
+        def log_sum(k: int) -> torch.Tensor:  # log sum_j w_ij over k new particles, (N,)
+            return importance_estimate(model, guide, x, k).log_likelihood.double() + math.log(k)
+
+        common = log_sum(shared)
+        log_lik = torch.stack([torch.logaddexp(common, log_sum(own)) for _ in range(num_draws)])
+        log_lik -= math.log(num_particles)  # (S, N)
     return inference_data(
         posterior={"z": z[None]},
         log_likelihood={"x": log_lik[None]},
@@ -255,6 +347,11 @@ def vae_inference_data(
         prior_predictive={"x": prior_x[None]},
         dims={"z": ["obs", "latent"], "x": ["obs", "pixel"]},
         attrs={"model": "vae"},
+        log_likelihood_attrs={
+            "x": "importance-sampled log p(x_i), K particles per draw: shared ones and the "
+                 "draw's own",
+            "num_particles": num_particles, "shared_particles": shared,
+            "own_particles_per_draw": own},
     )
 
 

@@ -10,6 +10,7 @@ from pyro_vae.cli import main
 from pyro_vae.inference import uniform_scale as toy
 from pyro_vae.inference.gmm import fit_gmm, num_parameters
 from pyro_vae.models.gmm_density import random_mixture, sample_mixture
+from pyro_vae.models.uniform_scale import UniformScaleMarginal
 from pyro_vae.rng import single_thread
 
 GROUPS = {"posterior", "posterior_predictive", "log_likelihood", "observed_data", "prior",
@@ -45,17 +46,26 @@ def test_toy_nuts_inference_data(toy_nuts):
     assert loo.elpd_loo < plug_in  # LOO pays for the three fitted parameters
 
 
-def test_toy_svi_inference_data_has_guide_draws_of_z():
+def test_toy_svi_inference_data_draws_theta_at_the_estimate_and_z_in_its_support():
     x = toy.simulate(0.5, 2.0, 1.0, 40, seed=1)
     with single_thread():
         fitted = toy.fit_svi(x, options=toy.ToyOptions(steps=30))
     idata = toy_inference_data(x, model=fitted.model, guide=fitted.guide, num_draws=25,
                                num_prior_draws=10)
+    assert GROUPS <= set(idata.groups())
     assert idata.posterior["z"].shape == (1, 25, 40)
     assert idata.log_likelihood["x"].shape == (1, 25, 40)
-    a, b = (t.item() for t in fitted.model.bounds())
-    z = idata.posterior["z"].values
-    assert (z > a).all() and (z < b).all()
+    # the point estimate is in the posterior group: its attributes and its draws' centre
+    theta = fitted.model.theta()
+    for name in ("a", "b", "mu"):
+        assert idata.posterior[name].shape == (1, 25)
+        assert idata.posterior.attrs[f"{name}_hat"] == theta[name]
+    a, b, mu = (torch.as_tensor(idata.posterior[k].values[0]) for k in ("a", "b", "mu"))
+    z = torch.as_tensor(idata.posterior["z"].values[0])
+    assert ((z > a[:, None]) & (z < b[:, None])).all()  # each draw's z inside its own (a, b)
+    # the log-likelihood is the exact marginal at each draw of theta, z integrated out
+    exact = UniformScaleMarginal(a[:, None], b[:, None], mu[:, None]).log_prob(x)
+    assert torch.allclose(torch.as_tensor(idata.log_likelihood["x"].values[0]), exact)
 
 
 def test_gmm_inference_data_and_loo():
@@ -91,18 +101,21 @@ def test_gmm_point_estimate_is_refused():
 def test_toy_cli_writes_netcdf(tmp_path, capsys):
     path = tmp_path / "post.nc"
     code = main(["toy", "--simulate", "0.5,2,1,60", "--inference", "nuts", "--warmup", "30",
-                 "--samples", "40", "--idata", str(path)])
+                 "--samples", "40", "--chains", "1", "--idata", str(path)])
     assert code == 0
     idata = az.from_netcdf(str(path))
     assert idata.posterior["a"].shape == (1, 40)
     assert idata.log_likelihood["x"].shape == (1, 40, 60)
 
 
-def test_toy_cli_idata_needs_draws(tmp_path, capsys):
-    code = main(["toy", "--simulate", "0.5,2,1,60", "--inference", "mle",
-                 "--idata", str(tmp_path / "x.nc")])
-    assert code == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+def test_toy_cli_exports_the_mle_as_draws_at_the_estimate(tmp_path, capsys):
+    path = tmp_path / "mle.nc"
+    assert main(["toy", "--simulate", "0.5,2,1,60", "--inference", "mle",
+                 "--idata", str(path)]) == 0
+    idata = az.from_netcdf(str(path))
+    assert idata.posterior["a"].shape == (1, 200)
+    assert idata.log_likelihood["x"].shape == (1, 200, 60)
+    assert 1.5 < az.loo(idata).p_loo < 5  # about the three parameters' price
 
 
 def test_gmm_cli_writes_netcdf(tmp_path, capsys):

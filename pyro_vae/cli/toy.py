@@ -20,6 +20,9 @@ from .common import add_idata, add_out, add_reporting, add_seed, add_train_parti
 
 __all__ = ["add_command"]
 
+# NUTS chains unless --chains says: ToyOptions keeps 1 for its Python callers (see there)
+CHAINS = 2
+
 
 def _parse_simulate(spec: str) -> Simulation:
     """``"a,b,mu,N"`` -> :class:`Simulation` with 0 < a < b and N >= 2, else :class:`UserError`.
@@ -43,7 +46,7 @@ def _parse_simulate(spec: str) -> Simulation:
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     """The flags -> :class:`ToyRun` -> :func:`run_toy`."""
     options = ToyOptions(steps=args.steps, lr=args.lr, num_particles=args.train_particles,
-                         warmup=args.warmup, samples=args.samples)
+                         warmup=args.warmup, samples=args.samples, chains=args.chains)
     data = _parse_simulate(args.simulate) if args.simulate is not None else args.data
     metrics = run_toy(ToyRun(inference=args.inference, data=data, seed=args.seed, out=args.out,
                              overwrite=args.overwrite, idata=args.idata, options=options))
@@ -71,13 +74,20 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                              "that ELBO)")
     add_seed(parser)
     add_out(parser, None, "folder for metrics.json and figures")
-    add_idata(parser, "svi, nuts, nuts-latent: write ArviZ InferenceData (posterior, "
-                      "predictive, log-likelihood)")
+    add_idata(parser, "write ArviZ InferenceData (posterior, predictive, exact marginal "
+                      "log-likelihood for az.loo); mle and svi: draws of a Gaussian at the "
+                      "estimate")
     defaults = ToyOptions()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="SVI steps")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="SVI learning rate")
     add_train_particles(parser, defaults.num_particles)
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="NUTS warmup steps")
-    parser.add_argument("--samples", type=int, default=defaults.samples, help="NUTS samples")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup,
+                        help="NUTS warm-up steps per chain")
+    parser.add_argument("--samples", type=int, default=defaults.samples,
+                        help="NUTS draws per chain")
+    parser.add_argument("--chains", type=int, default=CHAINS,
+                        help="NUTS chains, run one after another (R-hat compares them); 2, the "
+                             "fewest with a between-chain R-hat, since each chain adds its whole "
+                             "time (use 4 for a final analysis)")
     add_reporting(parser)
     parser.set_defaults(func=_run, summary=_summary)

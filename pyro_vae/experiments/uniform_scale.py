@@ -31,8 +31,6 @@ from .runs import prepare_out, write_metrics
 
 __all__ = ["Simulation", "ToyRun", "load_toy_data", "run_toy"]
 
-# the routes whose fit has posterior draws to export: NUTS draws theta, SVI's guide draws z
-
 
 @dataclass(frozen=True)
 class Simulation:
@@ -66,7 +64,9 @@ class ToyRun:
     overwrite : bool
         Replace a run already in ``out``.
     idata : Path or None
-        Where to write ArviZ InferenceData (NetCDF, ``.nc``); routes with draws only.
+        Where to write ArviZ InferenceData (NetCDF, ``.nc``): NUTS's posterior draws, or
+        for ``mle`` and ``svi`` the Gaussian approximation at their point estimate
+        (:func:`~pyro_vae.arviz.toy_inference_data`).
     options : ToyOptions
         The route's budgets.
     """
@@ -118,15 +118,12 @@ def load_toy_data(path: str | Path) -> torch.Tensor:
 def _check(run: ToyRun) -> None:
     """The run's user errors, raised before any data is read or any fitting starts."""
     options = run.options
-    for name in ("steps", "num_particles", "warmup", "samples"):
+    for name in ("steps", "num_particles", "warmup", "samples", "chains"):
         if getattr(options, name) < 1:
             flag = name.replace("_", "-")
             raise UserError(f"--{flag} must be >= 1, got {getattr(options, name)}")
     if not options.lr > 0:
         raise UserError(f"--lr must be positive, got {options.lr}")
-    if run.idata is not None and run.inference == "mle":
-        raise UserError("--idata needs posterior draws (--inference svi, an ELBO's name, nuts "
-                        "or nuts-latent)")
 
 
 def _figure_guide(fitted: ToyFit, x: torch.Tensor, seed: int) -> tuple[nn.Module, torch.Tensor]:
@@ -180,8 +177,8 @@ def run_toy(run: ToyRun) -> dict[str, Any]:
     ``identity_max_abs_z``         largest |log p(x) - ELBO - KL| / s.e. on a grid of x
     ``mean_kl_on_grid``            mean KL(q(z|x) || p(z|x)) over that grid
     ``gradient_variance_ratio``    score-function / reparameterized ELBO-gradient variance
-    plus route-specific standard errors (mle), posterior sd, ESS, R-hat, divergences (nuts),
-    and the paths of the files written (``figures``, ``idata``).
+    plus route-specific standard errors (mle), chains, posterior sd, ESS, R-hat over chains
+    and divergences (nuts), and the paths of the files written (``figures``, ``idata``).
 
     Raises :class:`UserError` for bad options or data, before any fitting.
     """
@@ -239,7 +236,8 @@ def _save_figures(fitted: ToyFit, x, truth, guide, grid, identity, out: Path) ->
 
 
 def _write_idata(fitted: ToyFit, x: torch.Tensor, path: Path, seed: int) -> Path:
-    """ArviZ InferenceData of the fit as NetCDF: theta draws (NUTS) or guide draws of z (SVI)."""
+    """ArviZ InferenceData of the fit as NetCDF: NUTS's theta draws (chain, draw), or draws
+    at the point estimate (mle, svi; svi adds its guide's draws of z)."""
     from ..arviz import save_inference_data, toy_inference_data  # arviz is heavy
 
     if fitted.draws is not None:

@@ -12,6 +12,11 @@ Four routes, chosen by name from :data:`TOY_INFERENCES`:
 ``nuts-latent``  NUTS over theta and all N latent z (as z = a + (b - a) w, w ~ U(0, 1),
                  because HMC needs a support that does not move with theta).
 
+Both NUTS routes run ``options.chains`` chains one after another (this machine has two
+cores, and one chain of this small model keeps one busy), so that R-hat compares chains.
+The point-estimate routes (``mle``, ``svi``) have no draws of theta; :func:`theta_draws_at`
+gives the Gaussian approximation of the posterior that their ArviZ export uses.
+
 An ELBO's name (a key of :data:`pyro_vae.elbos.ELBOS`) also names a route: ``svi`` with that
 ELBO (:func:`toy_inference`); ``pyro-vae toy`` and ``pyro-vae compare`` accept both kinds.
 
@@ -35,6 +40,7 @@ from pyro.infer.autoguide import init_to_value
 from torch import nn
 
 from ..elbos import ELBOS
+from ..errors import UserError
 from ..guides.uniform_scale import AmortizedUniformScaleGuide
 from ..models.uniform_scale import (
     UniformScale,
@@ -57,6 +63,7 @@ __all__ = [
     "fit_svi",
     "fit_nuts",
     "fit_nuts_latent",
+    "theta_draws_at",
     "toy_inference",
     "toy_inference_names",
 ]
@@ -68,15 +75,19 @@ TOY_INFERENCES = Registry("toy inference")
 class ToyOptions:
     """Budgets of the iterative routes (``mle`` needs none).
 
-    ``steps``, ``lr``, ``num_particles`` and ``elbo`` are the ``svi`` route's; ``warmup``
-    and ``samples`` those of ``nuts`` and ``nuts-latent`` (one chain).
+    ``steps``, ``lr``, ``num_particles`` and ``elbo`` are the ``svi`` route's; ``warmup``,
+    ``samples`` (both per chain) and ``chains`` those of ``nuts`` and ``nuts-latent``.
+    ``chains`` defaults to 1 here, as before it existed, so that callers that run their own
+    chains (the toy workflow notebook) or budget their time (``compare``) are unchanged;
+    ``pyro-vae toy --chains`` defaults to 2.
     """
 
     steps: int = 1500  # SVI steps, each on the full data
     lr: float = 0.02
     num_particles: int = 4
-    warmup: int = 200  # NUTS
+    warmup: int = 200  # NUTS, per chain
     samples: int = 200
+    chains: int = 1
     elbo: str = "trace"  # SVI's ELBO, a name in pyro_vae.elbos.ELBOS
 
 
@@ -96,7 +107,7 @@ class ToyFit:
         Route-specific numbers: standard errors (``mle``), the last training ELBO (``svi``),
         posterior sd, ESS, R-hat and divergences (NUTS).
     draws : dict of (chain, draw) tensors, or None
-        Posterior draws of ``a``, ``b``, ``mu`` (NUTS routes).
+        Posterior draws of ``a``, ``b``, ``mu`` (NUTS routes), ``options.chains`` chains.
     training : FitResult or None
         The ``svi`` route's record of its steps.
     """
@@ -190,33 +201,45 @@ def fit_svi(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -
 
 
 def _run_nuts(model_fn, x: torch.Tensor, seed: int, options: ToyOptions | None) -> ToyFit:
-    """One NUTS chain over ``model_fn(x)`` from the moment estimate; theta = posterior mean."""
+    """``options.chains`` NUTS chains over ``model_fn(x)``, one after another, each started at
+    the moment estimate; theta = the posterior mean over all chains.
+
+    The chains draw from one random stream seeded once, so chain 0 is the one-chain run of
+    the same seed.  ESS and R-hat are over chains (split R-hat within the one chain of
+    ``chains=1``); ``divergences`` is the total over chains.
+    """
     options = options or ToyOptions()
     check_draws(options.samples)
+    if options.chains < 1:
+        raise UserError(f"--chains must be >= 1, got {options.chains}")
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     a0, b0, mu0 = moment_estimate(x)
     init = init_to_value(values={"a": x.new_tensor(a0), "gap": x.new_tensor(b0 - a0),
                                  "mu": x.new_tensor(mu0)})
-    mcmc = MCMC(NUTS(model_fn, init_strategy=init), num_samples=options.samples,
-                warmup_steps=options.warmup, num_chains=1,
-                disable_progbar=not live_bars())
-    mcmc.run(x)
+    chains, divergences = [], 0
+    for _ in range(options.chains):
+        # one MCMC per chain: Pyro's own num_chains > 1 runs them in parallel processes
+        # (or warns, and runs them in turn, where there are too few cores)
+        mcmc = MCMC(NUTS(model_fn, init_strategy=init), num_samples=options.samples,
+                    warmup_steps=options.warmup, num_chains=1,
+                    disable_progbar=not live_bars())
+        mcmc.run(x)
+        samples = mcmc.get_samples()
+        chains.append({"a": samples["a"], "b": samples["a"] + samples["gap"],
+                       "mu": samples["mu"]})
+        divergences += len(mcmc.diagnostics()["divergences"]["chain 0"])
     seconds = time.perf_counter() - start
-    samples = mcmc.get_samples()
-    draws = {"a": samples["a"], "b": samples["a"] + samples["gap"], "mu": samples["mu"]}
+    draws = {k: torch.stack([chain[k] for chain in chains]) for k in ("a", "b", "mu")}
     mean = {k: v.mean().item() for k, v in draws.items()}
-    extra: dict[str, Any] = {
-        "warmup": options.warmup, "samples": options.samples,
-        "divergences": len(mcmc.diagnostics()["divergences"]["chain 0"]),
-    }
+    extra: dict[str, Any] = {"warmup": options.warmup, "samples": options.samples,
+                             "chains": options.chains, "divergences": divergences}
     for k, v in draws.items():
-        ess, r_hat = ess_and_rhat(v[None])  # one chain: (chain, sample)
+        ess, r_hat = ess_and_rhat(v)  # (chain, sample)
         extra[f"{k}_sd"] = v.std().item()
         extra[f"{k}_ess"] = ess.item()
         extra[f"{k}_r_hat"] = r_hat.item()
-    return ToyFit(UniformScale(mean["a"], mean["b"], mean["mu"]), None, seconds, extra,
-                  {k: v[None] for k, v in draws.items()})
+    return ToyFit(UniformScale(mean["a"], mean["b"], mean["mu"]), None, seconds, extra, draws)
 
 
 @TOY_INFERENCES.register("nuts")
@@ -229,6 +252,52 @@ def fit_nuts(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) 
 def fit_nuts_latent(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -> ToyFit:
     """NUTS over theta and the N latent scales; theta = posterior mean."""
     return _run_nuts(latent_model, x, seed, options)
+
+
+def theta_draws_at(x: torch.Tensor, model: UniformScale, num_draws: int
+                   ) -> dict[str, torch.Tensor]:
+    """Draws of theta that stand for a point estimate theta_hat (``mle``, ``svi``): (S,) each.
+
+    The fit has no posterior over theta, but a point mass is no use to ArviZ: every draw
+    would give the same log p(x_i | theta), and PSIS-LOO cannot fit a Pareto tail to
+    constant importance ratios.  The draws are instead the large-sample (Bernstein-von
+    Mises) Gaussian approximation of the posterior, centred at the estimate, in the
+    unconstrained coordinates u = (log a, log(b - a), mu) in which NUTS moves (so every
+    draw keeps 0 < a < b):
+
+        u_s ~ N(u_hat, J^-1),   J = sum_i g_i g_i^T,   g_i = d log p(x_i | u) / du at u_hat,
+
+    J the empirical Fisher information (outer product of the per-point scores of the exact
+    E1 likelihood).  Unlike the Hessian, J is positive definite at any u_hat, also where an
+    SVI fit stopped short of the maximum; at the maximum both estimate the same
+    information.  To first order in u_s - u_hat, Var_s log p(x_i | u_s) = g_i^T J^-1 g_i,
+    whose sum over i is tr(J^-1 J) = 3: the LOO estimate of such an export pays about 3
+    nats (p_loo ~ 3, AIC's price for the three parameters), as the NUTS export does.
+
+    Parameters
+    ----------
+    x : (N,) tensor
+        The data the estimate was fitted to.
+    model : UniformScale
+        The model at theta_hat.
+    num_draws : int
+        S; drawn from Torch's global random stream (seed it for repeatable draws).
+
+    Returns
+    -------
+    dict with ``a``, ``b``, ``mu``, each of shape (S,).
+    """
+    a, b = (t.detach() for t in model.bounds())
+    u_hat = torch.stack([a.log(), (b - a).log(), model.mu.detach()])
+    # one copy of u per point: the gradient of the summed log-likelihood w.r.t. row i is g_i
+    u = u_hat.expand(x.shape[0], 3).clone().requires_grad_()
+    a_i = u[:, 0].exp()
+    UniformScaleMarginal(a_i, a_i + u[:, 1].exp(), u[:, 2]).log_prob(x).sum().backward()
+    scores = u.grad  # (N, 3)
+    posterior = torch.distributions.MultivariateNormal(u_hat, precision_matrix=scores.T @ scores)
+    draws = posterior.sample((num_draws,))  # (S, 3)
+    a_s = draws[:, 0].exp()
+    return {"a": a_s, "b": a_s + draws[:, 1].exp(), "mu": draws[:, 2]}
 
 
 def toy_inference_names() -> list[str]:

@@ -68,8 +68,10 @@ class GaussianMixture:
     seed : int
         Every random number (k-means starts, :meth:`sample`) follows from it.
 
-    Attributes (after :meth:`fit` or :meth:`load`)
+    Attributes
     ----------
+    Set by :meth:`fit` (or :meth:`from_fit`, :meth:`load`):
+
     params_ : MixtureParams
         The fitted alpha (K,), mu (K, D), scales (K, D) and correlation factors, components
         ordered by the first coordinate of their means.

@@ -198,6 +198,8 @@ class TrainConfig:
     lr_step: int = 10
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
+    # TensorBoard event files go to <log_dir>/<run id> (None: no TensorBoard log)
+    log_dir: str | None = None
 
     def validate(self) -> None:
         check_count("train.epochs", self.epochs)
@@ -214,6 +216,11 @@ class TrainConfig:
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise UserError(f"train.adam_betas wants two numbers in [0, 1), got {self.adam_betas}")
         _greater("train.adam_eps", self.adam_eps, 0.0)
+        if self.log_dir is not None and (not self.log_dir.strip()
+                                         or Path(self.log_dir).exists()
+                                         and not Path(self.log_dir).is_dir()):
+            raise UserError(f"train.log_dir must name a folder for TensorBoard's event files, "
+                            f"got {self.log_dir!r}")
 
 
 @dataclass

@@ -136,6 +136,7 @@ _TRAIN_FLAGS = {
     "seed": "train.seed",
     "device": "train.device",
     "precision": "train.precision",
+    "tensorboard": "train.log_dir",
 }
 
 
@@ -260,6 +261,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="write TensorBoard event files to DIR/<run id> (needs the "
+                            "tensorboard package; then: tensorboard --logdir DIR)")
     add_out(train, None, "folder for metrics.json, checkpoint.pt, config and figures "
                          "(default: a new runs/train-<date>-<time>)")
     train.add_argument(

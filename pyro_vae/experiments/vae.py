@@ -24,8 +24,9 @@ from ..elbos import importance_estimate
 from ..errors import UserError
 from ..guides import active_units
 from ..plots import vae as plots
+from ..plots.common import image_grid
 from ..plugins import loaded_plugins, require_plugins
-from ..train import fit
+from ..train import TrainingLog, fit
 from ..train.checkpoint import (
     load_checkpoint,
     previous_checkpoint,
@@ -99,6 +100,23 @@ def _figures(
     return figures
 
 
+def _tensorboard_images(model, guide, x_test: torch.Tensor, image_shape):
+    """() -> the grid of 64 prior samples and 16 test images over their reconstructions, as
+    the arrays the figures draw (:func:`~pyro_vae.plots.common.image_grid`); ``None`` when
+    the data are not images."""
+    if image_shape is None:
+        return None
+
+    def images() -> dict:
+        with torch.no_grad():
+            loc, _ = guide.encode(x_test[:16])
+            pairs = torch.cat([x_test[:16], model.decode_mean(loc)])
+            return {"samples": image_grid(model.sample_means(64), image_shape, 8),
+                    "reconstructions": image_grid(pairs, image_shape, len(loc))}
+
+    return images
+
+
 def train_vae(
     config: RunConfig,
     out: str | Path,
@@ -144,6 +162,10 @@ def train_vae(
     if config.model.decoder_bias == "data_mean":
         init_decoder_bias(model, config, dataset.x_train.mean(0))
     run_id = (resume or {}).get("run_id") or new_run_id()
+    log = None  # before the folder changes: a missing tensorboard package ends in one line
+    if lead and config.train.log_dir is not None:
+        images = _tensorboard_images(model, guide, x_test, dataset.image_shape)
+        log = TrainingLog(Path(config.train.log_dir) / run_id, images=images)
     if lead:  # the inputs are good: only now is a replaced run's folder changed
         # the new run's id first: a kill before the old checkpoints are gone leaves them
         # naming another run than config.toml, and load_resumable refuses them
@@ -185,6 +207,7 @@ def train_vae(
         lr_schedule=make_schedule(t.schedule, t.lr_decay, t.lr_step),
         betas=tuple(t.adam_betas),
         eps=t.adam_eps,
+        log=log,
     )
     if not lead:
         return {}
@@ -212,6 +235,11 @@ def train_vae(
     }
     if resume is not None and resume.get("fallback"):
         metrics["resumed_from_previous_checkpoint"] = resume["fallback"]
+    if log is not None:
+        log.hparams(config.to_dict(), {"test_elbo": final["test_elbo"],
+                                       "test_log_likelihood": final["test_log_likelihood"]})
+        log.close()
+        metrics["tensorboard"] = str(log.log_dir)
     curves = {"train ELBO": result.train_elbo, "test ELBO": result.test_elbo}
     metrics["figures"] = _figures(trained, dataset, x_test, out, curves)
     write_metrics(out, metrics)

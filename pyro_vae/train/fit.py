@@ -27,6 +27,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from .guards import (
 from .objective import training_objective
 from .state import FitResult, Progress, set_lr
 from .step import svi_step
+from .tensorboard import TrainingLog, elbo_terms
 
 __all__ = ["PRECISIONS", "fit"]
 
@@ -84,6 +86,7 @@ def fit(
     lr_schedule: Callable[[int], float] | None = None,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    log: TrainingLog | None = None,
 ) -> FitResult:
     """Train ``model`` and ``guide`` by SVI on ``x_train`` (N, D).
 
@@ -134,6 +137,10 @@ def fit(
         Epoch (0-based) -> multiplier of ``lr`` for that epoch (:mod:`.schedules`); the
         rollbacks' halving multiplies the base rate, so a schedule goes on after one.
     betas, eps : Adam's moment decay rates and denominator constant.
+    log : TrainingLog, optional
+        TensorBoard event files (:mod:`.tensorboard`): the scalars each check reads anyway,
+        the test ELBO and its terms per epoch, images on forked random generators.  A run
+        logs the same numbers with or without it.
 
     Returns
     -------
@@ -184,10 +191,12 @@ def fit(
         )
 
     last_good = snapshot()
-    # the steps' (loss, bad) stay on the device until the next check reads them all at once
+    # the steps' (loss, bad, grad norm) stay on the device until the next check reads them
     pending: list[tuple[torch.Tensor, int]] = []
     bad_run = 0
-    with deferred_interrupt(enabled=checkpoint is not None) as interrupted:
+    if log is not None:
+        log.start(state.global_step)
+    with deferred_interrupt(enabled=checkpoint is not None) as interrupted, _flushing(log):
         while state.epoch < epochs:
             epoch = state.epoch + 1
             if lr_schedule is not None:
@@ -195,7 +204,7 @@ def fit(
             if state.order is None:
                 state.order = torch.randperm(n, device=x_train.device)
             batches = state.order.split(batch_size)
-            start = time.perf_counter()
+            start = last_check = time.perf_counter()
             bar = progress_bar(len(batches), f"epoch {epoch}/{epochs}", progress, state.step)
             while state.step < len(batches):
                 idx = batches[state.step]
@@ -212,10 +221,18 @@ def fit(
                 if not (at_check or interrupted["set"]):
                     continue
                 # the check: read the pending steps' losses in one host synchronisation
-                bad_run = tally(pending, state, result, n, bad_run, max_bad_steps)
+                read = tally(pending, state, result, n, bad_run, max_bad_steps)
+                bad_run = read.bad_run
+                if log is not None:
+                    now = time.perf_counter()  # after the check's synchronisation: true time
+                    log.check(state.global_step, read, optimizer.param_groups[0]["lr"],
+                              now - last_check, result.skipped_steps)
+                    last_check = now
                 if bad_run >= max_bad_steps:
                     bad_run = 0
                     state = roll_back(last_good, model, guide, optimizer, result, max_rollbacks)
+                    if log is not None:  # TensorBoard forgets the steps rolled back
+                        log.start(state.global_step)
                     break
                 if progress and state.seen:
                     bar.set_postfix(elbo=f"{-state.total / state.seen:.2f}")
@@ -229,6 +246,9 @@ def fit(
                 bar.close()
                 _close_epoch(state, result, time.perf_counter() - start, model, guide, x_test,
                              progress, epoch)
+                if log is not None:
+                    _log_epoch(log, state.global_step, epoch, epoch == epochs, result, model,
+                               guide, x_train, x_test)
                 state.epoch, state.step, state.order = epoch, 0, None
                 state.total, state.seen = 0.0, 0
                 if checkpoint is not None:
@@ -238,6 +258,27 @@ def fit(
             bar.close()
     result.examples_per_second = state.examples / max(state.train_seconds, 1e-12)
     return result
+
+
+@contextmanager
+def _flushing(log: TrainingLog | None):
+    """Whatever ends the loop (the end, Ctrl-C, divergence), what was logged is on disk."""
+    try:
+        yield
+    finally:
+        if log is not None:
+            log.flush()
+
+
+def _log_epoch(log: TrainingLog, global_step: int, epoch: int, last: bool, result: FitResult,
+               model, guide, x_train: torch.Tensor, x_test: torch.Tensor | None) -> None:
+    """Log the epoch's test ELBO, its two terms and the images, on forked generators (the run
+    is unchanged); the terms start from the generators' state the test ELBO started from,
+    so they are computed from the same draws of z."""
+    with forked_rng(x_train):
+        test = {} if x_test is None else {"elbo": result.test_elbo[-1],
+                                          **elbo_terms(model, guide, x_test)}
+        log.epoch(global_step, epoch, last, test)
 
 
 def _close_epoch(state: Progress, result: FitResult, seconds: float, model, guide,

@@ -10,9 +10,11 @@ the learning rate halved (:func:`roll_back`), at most a few times before
 from __future__ import annotations
 
 import copy
+import math
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from .state import FitResult, Progress, set_lr
 
 __all__ = [
     "CHECK_EVERY",
+    "Check",
     "TrainingDiverged",
     "TrainingInterrupted",
     "all_finite",
@@ -71,17 +74,38 @@ def all_finite(tensors) -> bool:
     return bool(torch.isfinite(torch.stack([t.detach().sum() for t in tensors])).all())
 
 
+@dataclass
+class Check:
+    """What one check read from the device about the steps since the last one.
+
+    ``elbo`` is the mean per-example ELBO (nats) of the good steps' batches, weighted by
+    batch size, and ``grad_norm`` the mean over those steps of ||g||_2, the norm of the
+    gradient of the step's loss (~ N x mean -ELBO) in all parameters; both NaN when every
+    step was bad.  ``examples`` counts the rows of every step, good or bad (the work done).
+    """
+
+    bad_run: int
+    elbo: float
+    grad_norm: float
+    examples: int
+
+
 def tally(
     pending: list[tuple[torch.Tensor, int]], state: Progress, result: FitResult, n: int,
     bad_run: int, max_bad_steps: int,
-) -> int:
+) -> Check:
     """Add the pending steps' losses to the epoch's total and empty ``pending``, in one host
-    synchronisation for them all; the run of bad steps in a row after them (``bad_run``
-    before them), or ``max_bad_steps`` as soon as a run reaches it."""
+    synchronisation for them all.
+
+    ``pending`` holds each step's ``[loss, bad, grad norm]`` (:func:`.step.svi_step`) and batch
+    size.  The :class:`Check` returned carries the run of bad steps in a row after them
+    (``bad_run`` before them), or ``max_bad_steps`` as soon as a run reaches it.
+    """
     values = torch.stack([row for row, _ in pending]).tolist()
     sizes = [size for _, size in pending]
     pending.clear()
-    for (loss, bad), size in zip(values, sizes, strict=True):
+    total = seen = norms = good = 0
+    for (loss, bad, norm), size in zip(values, sizes, strict=True):
         if bad:
             result.skipped_steps += 1
             bad_run += 1
@@ -92,7 +116,12 @@ def tally(
         # loss ~ n * mean per-example -ELBO; weight by this batch's share of the epoch
         state.total += loss * (size / n)
         state.seen += size
-    return bad_run
+        total += loss * (size / n)
+        seen += size
+        norms += norm
+        good += 1
+    return Check(bad_run, -total / seen if seen else math.nan, norms / good if good else math.nan,
+                 sum(sizes))
 
 
 def roll_back(

@@ -1,7 +1,7 @@
 """One SVI step that never reads the device: loss, gradients, and an update unless non-finite.
 
-The flag "this step is bad" is computed on the device and handed to the optimizer, so a
-GPU's queue keeps running ahead; :mod:`.guards` reads the flags in batches.
+The flag "this step is bad" and the gradient's norm are computed on the device and handed to
+the optimizer, so a GPU's queue keeps running ahead; :mod:`.guards` reads them in batches.
 """
 
 from __future__ import annotations
@@ -11,12 +11,21 @@ import torch
 __all__ = ["bad_step", "step_unless", "svi_step"]
 
 
+def _total_norm(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """||g||_2 over all gradients, a 0-dim tensor on the loss's device (one foreach kernel);
+    NaN/inf when any gradient element is."""
+    return torch.nn.utils.get_total_norm(grads, foreach=True) if grads else loss.new_zeros(())
+
+
+def _nonfinite(loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """1.0 when the loss or the gradient's norm is NaN/inf, else 0.0 (float, not read)."""
+    return torch.isfinite(loss.detach() + norm.to(loss.dtype)).logical_not().float()
+
+
 def bad_step(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     """1.0 when the loss or any gradient is NaN/inf, else 0.0: a float tensor on the loss's
-    device, computed without reading it (one foreach kernel for the gradients' norm; the
-    norm is NaN/inf when any gradient element is)."""
-    norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else loss.new_zeros(())
-    return torch.isfinite(loss.detach() + norm.to(loss.dtype)).logical_not().float()
+    device, computed without reading it (the gradients' norm is NaN/inf when any element is)."""
+    return _nonfinite(loss, _total_norm(loss, grads))
 
 
 def step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
@@ -39,11 +48,13 @@ def step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
 def svi_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params) -> torch.Tensor:
     """Back-propagate ``loss`` and step ``optimizer`` over ``params`` unless the step is bad.
 
-    Returns the pair ``[loss, bad]`` (shape (2,) float, on the loss's device, not read): what the
-    guard's next check reads for this step.
+    Returns ``[loss, bad, ||g||_2]`` (shape (3,) float, on the loss's device, not read): what the
+    guard's next check reads for this step.  The gradient's norm is the one the NaN test
+    computes anyway, so reporting it costs no kernel and no synchronisation.
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    bad = bad_step(loss, [p.grad for p in params if p.grad is not None])
+    norm = _total_norm(loss, [p.grad for p in params if p.grad is not None])
+    bad = _nonfinite(loss, norm)
     step_unless(optimizer, bad)
-    return torch.stack([loss.detach().to(bad.dtype), bad])
+    return torch.stack([loss.detach().to(bad.dtype), bad, norm.to(bad.dtype)])

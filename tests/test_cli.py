@@ -147,7 +147,8 @@ def test_every_flag_has_a_help_line_and_shared_flags_one_meaning():
         assert not flags & {"--num-particles", "--particles"}, name
     for flag in SHARED:
         assert len(helps[flag]) == 1, (flag, helps[flag])
-    assert set(_commands()) == {"train", "evaluate", "sample", "toy", "gmm", "compare"}
+    assert set(_commands()) == {"train", "evaluate", "sample", "configs", "toy", "gmm",
+                                "gmm-predict", "compare"}
 
 
 def test_json_output_is_strict_json():

@@ -41,14 +41,16 @@ def test_compare_tiny_vae(tmp_path, capsys):
         assert all(r["test_log_likelihood"] >= r["test_elbo"] for r in runs)
     assert (out / "comparison.md").read_text().count("\n") == 2 + len(rows)
     assert (out / "comparison.png").stat().st_size > 0
-    # one InferenceData per algorithm: 20 latent draws for each of the 40 test images
+    # one InferenceData per algorithm: 200 latent draws for each of the 40 test images
     assert metrics["idata"] == {n: str(tmp_path / f"vae.{n}.nc") for n in ("trace", "iwae")}
     idata = az.from_netcdf(metrics["idata"]["iwae"])
     assert idata.posterior["z"].dims == ("chain", "draw", "obs", "latent")
-    assert idata.posterior["z"].shape == (1, 20, 40, 2)
-    assert idata.log_likelihood["x"].shape == (1, 20, 40)
-    assert idata.posterior_predictive["x"].shape == (1, 20, 40, 784)
+    assert idata.posterior["z"].shape == (1, 200, 40, 2)
+    assert idata.log_likelihood["x"].shape == (1, 200, 40)
+    assert idata.posterior_predictive["x"].shape == (1, 200, 40, 784)
     assert idata.prior_predictive["x"].shape == (1, 20, 40, 784)
+    # its log p(x_i) uses the table's K = --eval-particles
+    assert idata.log_likelihood.attrs["num_particles"] == 10
     assert idata.observed_data["x"].dims == ("obs", "pixel")
     # Bernoulli pixels: a log-likelihood is a sum of 784 log-probabilities, each <= 0
     assert float(idata.log_likelihood["x"].max()) < 0
@@ -59,14 +61,14 @@ def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path, capsys):
     each, in the order asked; ``--reference`` adds the true parameters' row last."""
     out = tmp_path / "toy"
     code = main(["compare", "--model", "toy", "--inference", "mle,nuts,svi,trace,score",
-                 "--steps", "20", "--samples", "50", "--seeds", "1", "--train-particles", "2",
-                 "--reference", "--out", str(out), "--idata", str(tmp_path / "toy.nc"),
-                 "--json"])
+                 "--steps", "20", "--samples", "50", "--chains", "2", "--seeds", "1",
+                 "--train-particles", "2", "--reference", "--out", str(out),
+                 "--idata", str(tmp_path / "toy.nc"), "--json"])
     assert code == 0
     captured = capsys.readouterr()
     # each budget counts what its name says; --warmup follows --samples unless given
     metrics = json.loads(captured.out.strip().splitlines()[-1])
-    assert metrics["budgets"] == {"steps": 20, "samples": 50, "warmup": 50}
+    assert metrics["budgets"] == {"steps": 20, "samples": 50, "warmup": 50, "chains": 2}
     # each cell says it starts, in plain lines on stderr
     announced = [line for line in captured.err.splitlines() if "compare [" in line]
     assert announced == [f"compare [{i}/5] {name}, seed 0" for i, name in
@@ -85,7 +87,9 @@ def test_compare_toy_one_row_per_name_routes_and_elbos_alike(tmp_path, capsys):
     files = sorted(path.name for path in tmp_path.glob("toy.*.nc"))
     assert files == ["toy.nuts.nc", "toy.score.nc", "toy.svi.nc", "toy.trace.nc"]
     nuts = az.from_netcdf(str(tmp_path / "toy.nuts.nc"))
-    assert nuts.posterior["a"].shape == (1, 50) and nuts.log_likelihood["x"].shape == (1, 50, 500)
+    # two chains of 50 draws (--warmup follows --samples)
+    assert nuts.posterior["a"].shape == (2, 50)
+    assert nuts.log_likelihood["x"].shape == (2, 50, 500)
     with warnings.catch_warnings():  # 50 draws: PSIS may warn about its Pareto k
         warnings.simplefilter("ignore")
         loo = az.loo(nuts)
@@ -111,6 +115,8 @@ def test_compare_gmm_nuts_chains_and_draws(tmp_path, capsys):
     (["--model", "toy", "--inference", "trace,trace"], "distinct"),
     (["--model", "toy", "--inference", "trace", "--set", "model.latent_dim=2"], "VAE"),
     (["--model", "toy", "--inference", "trace", "--idata", "post.txt"], "ending in .nc"),
+    (["--model", "vae", "--inference", "trace", "--eval-particles", "1", "--idata",
+      "post.nc"], "give --eval-particles >= 2"),
     (["--model", "toy", "--inference", "svi,vi"], "unknown inference vi"),
     (["--model", "vae", "--inference", "trace", "--reference"], "no known parameters"),
     # budgets are named for what they count, and one that nothing asked for reads is refused
@@ -124,6 +130,8 @@ def test_compare_gmm_nuts_chains_and_draws(tmp_path, capsys):
      "--samples (NUTS draws per chain) applies to none of --inference mle,svi; nuts, "
      "nuts-latent read it"),
     (["--model", "gmm", "--inference", "map,nuts", "--steps", "50"], "; vi read it"),
+    (["--model", "toy", "--inference", "mle,svi", "--chains", "2"],
+     "--chains (NUTS chains) applies to none of --inference mle,svi; nuts, nuts-latent read it"),
     (["--model", "gmm", "--inference", "nuts", "--chains", "0"],
      "--chains (NUTS chains) must be >= 1"),
     (["--model", "gmm", "--inference", "nuts", "--samples", "3"], "at least 4 draws"),

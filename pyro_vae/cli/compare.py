@@ -38,7 +38,7 @@ _BUDGET_HELP = {
     "steps": "SVI steps of each fit: toy's svi and ELBO names, gmm's vi",
     "samples": "NUTS draws per chain: toy's nuts and nuts-latent, gmm's nuts",
     "warmup": "NUTS warm-up steps per chain (default: as many as --samples)",
-    "chains": "NUTS chains: gmm's nuts",
+    "chains": "NUTS chains, run one after another: toy's nuts and nuts-latent, gmm's nuts",
 }
 
 

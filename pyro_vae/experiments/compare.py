@@ -144,6 +144,9 @@ def _check(run: CompareRun) -> None:
     if run.reference and not model.has_reference:
         raise UserError(f"--reference adds the true parameters' row; --model {run.model} is "
                         "fitted to data with no known parameters")
+    if run.idata is not None and run.model == "vae" and run.eval_particles < 2:
+        raise UserError("--idata of a VAE estimates each draw's log p(x) from shared and own "
+                        f"particles: give --eval-particles >= 2, got {run.eval_particles}")
     if run.idata is not None and run.idata.suffix != ".nc":
         raise UserError(f"--idata {run.idata}: give a NetCDF file name ending in .nc")
 

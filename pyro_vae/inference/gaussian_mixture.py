@@ -23,8 +23,6 @@ and checks every field, so a tampered or foreign file is a :class:`~pyro_vae.err
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ import torch
 from ..errors import UserError
 from ..models.gmm import COVARIANCE_TYPES, MixtureParams
 from ..models.gmm_density import joint_log_density, log_marginal, sample_mixture
+from ..train.checkpoint import load_tensors, save_tensors
 from .gmm import GMMFit, aic, bic, check_data, fit_gmm
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "GaussianMixture"]
@@ -234,21 +233,12 @@ class GaussianMixture:
             **{name: value.detach().to(torch.float64).clone()
                for name, value in params.sites().items()},
         }
-        return _write_atomically(Path(path), payload)
+        return save_tensors(path, payload)  # a mixture is refitted in seconds: no .prev copy
 
     @classmethod
     def load(cls, path: str | Path) -> GaussianMixture:
         """The mixture :meth:`save` wrote; ``UserError`` for any other file."""
-        path = Path(path)
-        if not path.is_file():  # missing, a folder, a FIFO (reading it could block)
-            state = "does not exist" if not path.exists() else "is not a regular file"
-            raise UserError(f"mixture {path} {state}; give the mixture.pt that gmm --out wrote")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated zip, random bytes, or a pickle carrying code
-            # not torch's message: it suggests weights_only=False, which would run the code
-            raise UserError(f"{path} is not a readable pyro-vae mixture (torch.load with "
-                            f"weights_only=True refused it: {type(exc).__name__})") from None
+        payload = load_tensors(path, "mixture", "give the mixture.pt that gmm --out wrote")
         try:
             params, settings, fit = _checked(payload)
         except _Invalid as exc:
@@ -258,26 +248,6 @@ class GaussianMixture:
         mixture.inference_, mixture.converged_ = fit["inference"], fit["converged"]
         mixture.n_iter_, mixture.lower_bound_ = fit["n_iter"], fit["lower_bound"]
         return mixture
-
-
-def _write_atomically(path: Path, payload: dict[str, Any]) -> Path:
-    """``torch.save`` into a temporary file beside ``path``, fsynced, then renamed over it.
-
-    Like :func:`pyro_vae.train.checkpoint.save_checkpoint` without its ``.prev.pt`` copy: a
-    mixture is refitted in seconds, never resumed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class _Invalid(Exception):

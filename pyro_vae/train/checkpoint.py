@@ -22,6 +22,8 @@ from .state import FitResult, Progress, rng_state, set_lr, set_rng_state
 __all__ = [
     "FORMAT_VERSION",
     "REQUIRED_KEYS",
+    "save_tensors",
+    "load_tensors",
     "save_checkpoint",
     "load_checkpoint",
     "previous_checkpoint",
@@ -34,37 +36,27 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "epoch", "config", "model_state", "guide_state")
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically; the file replaced is kept as ``*.prev.pt``.
+def save_tensors(path: str | Path, payload: Any, *, keep_previous: bool = False) -> Path:
+    """``torch.save`` ``payload`` to ``path`` atomically; ``OSError`` (a full disk...) as raised.
 
     The bytes go to a temporary file in the same folder, are flushed and fsynced,
-    and only then renamed over ``path``; the old file is first hard-linked to
-    ``*.prev.pt``, so ``path`` itself never goes missing.  A crash at any moment
-    leaves the old or the new checkpoint complete at ``path``.
+    and only then renamed over ``path``; with ``keep_previous`` the old file is first
+    hard-linked to ``*.prev.pt``, so ``path`` itself never goes missing.  A crash at
+    any moment leaves the old or the new file complete at ``path``.
 
     ``PYRO_VAE_TEST_SAVE_DELAY`` (seconds) pauses between writing and renaming: a
     test hook that lets the kill tests strike in the middle of a save.
     """
     path = Path(path)
-    try:
-        _save_atomically(path, payload)
-    except OSError as exc:  # a full disk, a quota, a folder made read-only meanwhile
-        state = "still holds the last complete one" if path.exists() else "was not written"
-        raise UserError(f"cannot write the checkpoint {path} ({exc.strerror or exc}); "
-                        f"{path.name} {state}: free space, then resume") from None
-    return path
-
-
-def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         time.sleep(float(os.environ.get("PYRO_VAE_TEST_SAVE_DELAY", 0)))
-        if path.exists():
+        if keep_previous and path.exists():
             prev_tmp = path.with_name(f".{path.name}.prev.tmp")
             prev_tmp.unlink(missing_ok=True)
             os.link(path, prev_tmp)
@@ -78,6 +70,39 @@ def _save_atomically(path: Path, payload: dict[str, Any]) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+    return path
+
+
+def load_tensors(path: str | Path, kind: str, hint: str) -> Any:
+    """What :func:`save_tensors` wrote to ``path``, read with ``weights_only=True`` (no code in
+    the file can run); a :class:`UserError` naming the ``kind`` of file wanted and, for a
+    missing file or a folder, the ``hint`` of where it is."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{kind} {path} is a folder; {hint}")
+    if not path.exists():
+        raise UserError(f"{kind} {path} does not exist; {hint}")
+    if not path.is_file():  # a FIFO, a device: reading it could block or never end
+        raise UserError(f"{kind} {path} is not a regular file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, or a pickle carrying code
+        # not torch's whole message: it suggests weights_only=False, which would run the code
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is not a readable pyro-vae {kind} ({reason[:200]})") from None
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write the checkpoint ``payload`` to ``path`` atomically (:func:`save_tensors`); the file
+    replaced is kept as ``*.prev.pt``."""
+    path = Path(path)
+    try:
+        return save_tensors(path, {"format_version": FORMAT_VERSION, **payload},
+                            keep_previous=True)
+    except OSError as exc:  # a full disk, a quota, a folder made read-only meanwhile
+        state = "still holds the last complete one" if path.exists() else "was not written"
+        raise UserError(f"cannot write the checkpoint {path} ({exc.strerror or exc}); "
+                        f"{path.name} {state}: free space, then resume") from None
 
 
 def remove_orphaned_temporaries(path: str | Path) -> list[Path]:
@@ -98,18 +123,7 @@ def previous_checkpoint(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check a checkpoint; ``UserError`` for anything that is not one of ours."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"checkpoint {path} is a folder; give its checkpoint.pt")
-    if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist")
-    if not path.is_file():  # a FIFO, a device: reading it could block or never end
-        raise UserError(f"checkpoint {path} is not a regular file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, random bytes, or a pickle carrying code
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a readable pyro-vae checkpoint ({reason[:200]})") from None
+    payload = load_tensors(path, "checkpoint", "give a run's checkpoint.pt")
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
         raise UserError(f"{path} is not a pyro-vae checkpoint (missing {', '.join(REQUIRED_KEYS)})")
     if payload["format_version"] != FORMAT_VERSION:

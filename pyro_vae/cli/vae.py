@@ -186,7 +186,7 @@ def _sample(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("this checkpoint's data are not square images; there is no grid to draw")
     pyro.set_rng_seed(args.seed)
     images = trained.model.sample_means(args.n)
-    path = save_sample_grid(images, trained.image_shape, args.out, f"{args.n} samples from p(z)")
+    path = save_sample_grid(images, trained.image_shape, args.out)
     return {"samples": str(path), "n": args.n, "checkpoint": str(args.checkpoint)}
 
 

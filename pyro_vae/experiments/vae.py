@@ -74,13 +74,9 @@ def _figures(
     if dataset.image_shape is None:
         return figures
     model, guide = trained.model, trained.guide
+    point_mass = getattr(guide, "point_mass", False)  # a delta guide's code is z*(x), not a mean
     figures["samples"] = str(
-        plots.save_sample_grid(
-            model.sample_means(64),
-            dataset.image_shape,
-            out / "samples.png",
-            "64 samples: E[x | z], z ~ p(z)",
-        )
+        plots.save_sample_grid(model.sample_means(64), dataset.image_shape, out / "samples.png")
     )
     with torch.no_grad():
         loc, _ = guide.encode(x_test)
@@ -90,12 +86,11 @@ def _figures(
             model.decode_mean(loc[:16]),
             dataset.image_shape,
             out / "reconstructions.png",
+            point_mass=point_mass,
         )
     )
     figures["latent"] = str(
-        plots.save_latent_map(
-            loc, dataset.y_test, out / "latent.png", "test images: mean of q(z|x)"
-        )
+        plots.save_latent_map(loc, dataset.y_test, out / "latent.png", point_mass=point_mass)
     )
     return figures
 
@@ -240,7 +235,9 @@ def train_vae(
                                        "test_log_likelihood": final["test_log_likelihood"]})
         log.close()
         metrics["tensorboard"] = str(log.log_dir)
-    curves = {"train ELBO": result.train_elbo, "test ELBO": result.test_elbo}
+    train_label, test_label = plots.curve_labels(config.inference.kl_weight,
+                                                 getattr(guide, "point_mass", False))
+    curves = {train_label: result.train_elbo, test_label: result.test_elbo}
     metrics["figures"] = _figures(trained, dataset, x_test, out, curves)
     write_metrics(out, metrics)
     return metrics

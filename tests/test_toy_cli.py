@@ -68,6 +68,8 @@ def test_nuts_chains_are_the_export_chain_dimension_and_r_hat_compares_them(tmp_
     metrics = json.loads(stdout.strip().splitlines()[-1])
     assert 0 < metrics["a"] < metrics["b"] and metrics["samples"] == 30
     assert metrics["chains"] == 2 and metrics["a_r_hat"] > 0
+    r_hat = max(metrics[f"{k}_r_hat"] for k in ("a", "b", "mu"))
+    assert f"NUTS: 2 chain(s) x 30 draws, max R-hat {r_hat:.3f}" in stdout  # the summary
     idata = az.from_netcdf(str(path))
     assert idata.posterior["a"].shape == (2, 30)
     assert idata.log_likelihood["x"].shape == (2, 30, 300)

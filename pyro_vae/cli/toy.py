@@ -55,8 +55,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _summary(m: dict[str, Any]) -> list[str]:
     elbo = "" if m["elbo"] is None else f"  ELBO {m['elbo']:.4f}"
-    return [f"{m['inference']}: a={m['a']:.4f} b={m['b']:.4f} mu={m['mu']:.4f}"
-            f"  log p(x) {m['log_likelihood']:.4f} nats/point{elbo}  ({m['seconds']:.1f} s)"]
+    lines = [f"{m['inference']}: a={m['a']:.4f} b={m['b']:.4f} mu={m['mu']:.4f}"
+             f"  log p(x) {m['log_likelihood']:.4f} nats/point{elbo}  ({m['seconds']:.1f} s)"]
+    if "chains" in m:  # NUTS
+        r_hat = max(m[f"{k}_r_hat"] for k in ("a", "b", "mu"))
+        lines.append(f"NUTS: {m['chains']} chain(s) x {m['samples']} draws, max R-hat "
+                     f"{r_hat:.3f}, {m['divergences']} divergences")
+    return lines
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:

@@ -164,10 +164,13 @@ class InferenceConfig:
     ``free_bits``: nats per example below which the batch-mean KL is not penalised further.
     ``kl_weight``: beta of a beta-VAE (after warm-up); 0 with the ``delta`` guide is the plain
     autoencoder (reconstruction only).
+    ``max_plate_nesting``: the ELBO's bound on nested plates; unset, Pyro infers it from a
+    trace of the model and guide (a plugin model with nested plates needs no setting).
     """
 
     elbo: str = "auto"
     num_particles: int = 1
+    max_plate_nesting: int | None = None
     eval_particles: int = 1000
     kl_warmup_epochs: int = 0
     free_bits: float = 0.0
@@ -177,6 +180,8 @@ class InferenceConfig:
         _choice("inference.elbo", self.elbo, ELBOS.names())
         check_count("inference.num_particles", self.num_particles, MAX_PARTICLES)
         check_count("inference.eval_particles", self.eval_particles, MAX_PARTICLES)
+        if self.max_plate_nesting is not None:  # torch has at most 64 dimensions
+            check_count("inference.max_plate_nesting", self.max_plate_nesting, 64)
         if self.kl_warmup_epochs < 0:
             raise UserError(f"inference.kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
         _at_least_zero("inference.free_bits", self.free_bits)

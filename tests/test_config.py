@@ -177,3 +177,19 @@ def test_pyro_vae_configs_lists_each_shipped_config_in_one_line_and_shows_one(ca
     assert main(["configs", "vae_iaf_guide"]) == 0
     assert capsys.readouterr().out == shipped_configs()["vae_iaf_guide"].read_text()
     assert main(["configs", "nope"]) == 2
+
+
+def test_max_plate_nesting_is_inferred_unless_set_and_gives_the_same_run(tmp_path):
+    """Unset, Pyro infers the VAE's one plate (on a forked generator, so the draws are those
+    of an explicit 1); 0 is refused like every impossible count."""
+    runs = []
+    for extra in ([], ["--set", "inference.max_plate_nesting=1"]):
+        out = tmp_path / str(len(runs))
+        assert main(["train", "--dataset", "digits", "--epochs", "1", "--quiet",
+                     "--set", "model.hidden=[16]", "--set", "model.latent_dim=2",
+                     "--set", "inference.eval_particles=3", *extra, "--out", str(out)]) == 0
+        runs.append(json.loads((out / "metrics.json").read_text()))
+    assert runs[0]["train_elbo"] == runs[1]["train_elbo"]
+    assert runs[0]["test_log_likelihood"] == runs[1]["test_log_likelihood"]
+    with pytest.raises(UserError, match="inference.max_plate_nesting must be an integer from 1"):
+        load_config(None, ["inference.max_plate_nesting=0"])

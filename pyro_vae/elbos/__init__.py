@@ -1,6 +1,6 @@
 """ELBOs and bounds, each in a file named after its estimator, chosen by name from :data:`ELBOS`."""
 
-from .base import EnumELBO, EstimatorELBO, MeanFieldELBO, TraceELBO
+from .base import EnumELBO, EstimatorELBO, MeanFieldELBO, TraceELBO, plate_nesting
 from .free_bits import FreeBitsELBO
 from .fused import FusedELBO
 from .importance import ImportanceEstimate, importance_estimate, log_importance_weights
@@ -30,5 +30,6 @@ __all__ = [
     "importance_estimate",
     "log_importance_weights",
     "make_elbo",
+    "plate_nesting",
     "resolve_elbo",
 ]

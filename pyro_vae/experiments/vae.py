@@ -188,6 +188,7 @@ def train_vae(
         lr=t.lr,
         elbo=config.inference.elbo,
         num_particles=config.inference.num_particles,
+        max_plate_nesting=config.inference.max_plate_nesting,
         seed=t.seed + rank,  # each process its own draws; rank 0 those of a single process
         batch_transform=transform,
         checkpoint=out / "checkpoint.pt" if lead else None,

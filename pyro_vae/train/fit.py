@@ -70,6 +70,7 @@ def fit(
     lr: float = 1e-3,
     elbo: str = "trace",
     num_particles: int = 1,
+    max_plate_nesting: int | None = None,
     seed: int = 0,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     checkpoint: str | Path | None = None,
@@ -106,6 +107,8 @@ def fit(
         ``meanfield`` or ``trace`` (the name recorded) and computed by the fused path of
         that estimator (``fused`` / ``fused_trace``: same values, less per-step overhead;
         plain Pyro for pairs it does not fuse).
+    max_plate_nesting : int, optional
+        The ELBO's bound on nested plates; None lets Pyro infer it.
     kl_warmup_epochs : int
         KL weight beta = step / (kl_warmup_epochs * steps per epoch), capped at 1.
     free_bits : float
@@ -160,7 +163,8 @@ def fit(
     with torch.no_grad(), poutine.trace(), forked_rng(x_train):
         guide(x_train[:batch_size], n=n)
     loss_fn, elbo = training_objective(
-        model, guide, x_train[:batch_size], n, elbo, num_particles, free_bits, distributed
+        model, guide, x_train[:batch_size], n, elbo, num_particles, free_bits, distributed,
+        max_plate_nesting,
     )
     autocast = torch.autocast(
         x_train.device.type, dtype=PRECISIONS[precision], enabled=precision != "float32"

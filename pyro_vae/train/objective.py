@@ -11,16 +11,18 @@ from __future__ import annotations
 import pyro
 import torch
 
-from ..elbos import FUSED, FreeBitsELBO, make_elbo, resolve_elbo
+from ..elbos import FUSED, FreeBitsELBO, make_elbo, plate_nesting, resolve_elbo
 
 __all__ = ["training_objective"]
 
 
 def training_objective(model, guide, batch: torch.Tensor, n: int, elbo: str, num_particles: int,
-                       free_bits: float = 0.0, distributed: bool = False):
+                       free_bits: float = 0.0, distributed: bool = False,
+                       max_plate_nesting: int | None = None):
     """(loss function, the ELBO's name with "auto" resolved) for ``fit``.
 
-    ``batch`` (B, D) is one mini-batch of the n training rows, on which "auto" is resolved.
+    ``batch`` (B, D) is one mini-batch of the n training rows, on which "auto" is resolved;
+    ``max_plate_nesting`` None lets Pyro infer it.
     """
     fused = elbo == "auto"
     if fused:
@@ -33,10 +35,10 @@ def training_objective(model, guide, batch: torch.Tensor, n: int, elbo: str, num
             analytic=elbo == "meanfield",
             num_particles=num_particles,
             vectorize_particles=num_particles > 1,
-            max_plate_nesting=1,
+            max_plate_nesting=plate_nesting(max_plate_nesting),
         )
     else:
-        loss_fn = make_elbo(FUSED[elbo] if fused else elbo, num_particles)
+        loss_fn = make_elbo(FUSED[elbo] if fused else elbo, num_particles, max_plate_nesting)
     if distributed:
         from .distributed import DataParallelELBO  # torch.distributed only when asked for
 

@@ -25,13 +25,13 @@ from ..experiments.ownership import release_folders
 from ..experiments.runs import strict_json
 from ..plugins import import_plugins
 from ..train import TrainingInterrupted
-from . import compare, gmm, toy, vae
+from . import compare, gaps, gmm, toy, vae
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, Parser
 
 __all__ = ["main", "build_parser"]
 
 # each module adds its commands; a new command is a module with add_command, listed here
-COMMAND_MODULES = (vae, gmm, toy, compare)
+COMMAND_MODULES = (vae, gmm, toy, compare, gaps)
 
 # what the machine, not the program, ran out of while writing results
 RESOURCE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}

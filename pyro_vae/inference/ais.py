@@ -145,9 +145,9 @@ def ais(
         Updated once per transition.
     """
     z = joint.sample_prior(chains) if init is None else init
-    eps = torch.full((*z.shape[:-1], 1), step_size)
-    log_w = torch.zeros(z.shape[:-1])
-    accepted = torch.zeros(z.shape[:-1])
+    eps = z.new_full((*z.shape[:-1], 1), step_size)
+    log_w = z.new_zeros(z.shape[:-1])
+    accepted = z.new_zeros(z.shape[:-1])
     steps = len(betas) - 1
     for t in range(1, steps + 1):
         beta = float(betas[t])

@@ -107,6 +107,19 @@ def add_eval_particles(parser: argparse.ArgumentParser, default: int | None) -> 
                         help="importance samples per example for the test log p(x)")
 
 
+# NUTS chains of the commands' own routes: 2 is the fewest with a between-chain R-hat, and the
+# chains run one after another on a laptop's cores, each adding its whole time
+CHAINS = 2
+
+
+def add_chains(parser: argparse.ArgumentParser, default: int = CHAINS) -> None:
+    """``--chains C``: NUTS chains, run one after another; R-hat compares them."""
+    parser.add_argument("--chains", type=int, default=default, metavar="C",
+                        help="NUTS chains, run one after another (R-hat compares them); 2, the "
+                             "fewest with a between-chain R-hat, since each chain adds its whole "
+                             "time (use 4 for a final analysis)")
+
+
 def add_idata(parser: argparse.ArgumentParser, help: str) -> None:
     """``--idata FILE.nc``: ArviZ InferenceData written to NetCDF."""
     parser.add_argument("--idata", type=netcdf_path, metavar="FILE.nc", help=help)

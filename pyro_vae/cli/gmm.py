@@ -17,7 +17,7 @@ from ..experiments.gmm import (
 )
 from ..inference.gmm import GMM_ROUTES
 from ..models.gmm import COVARIANCE_TYPES
-from .common import add_idata, add_out, add_reporting, add_seed, fresh_out
+from .common import add_chains, add_idata, add_out, add_reporting, add_seed, fresh_out
 
 __all__ = ["add_command"]
 
@@ -54,11 +54,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help="vi: full-batch SVI steps")
     parser.add_argument("--samples", type=int, default=GMMOptions.samples,
                         help="nuts: draws per chain (as many warm-up steps)")
-    # the help toy's --chains has, word for word: one flag, one meaning
-    parser.add_argument("--chains", type=int, default=GMMOptions.chains,
-                        help="NUTS chains, run one after another (R-hat compares them); 2, the "
-                             "fewest with a between-chain R-hat, since each chain adds its whole "
-                             "time (use 4 for a final analysis)")
+    add_chains(parser, GMMOptions.chains)
     add_seed(parser, GMMOptions.seed)
     add_out(parser, None, help="run folder: metrics.json, mixture.pt (for gmm-predict), "
                                "mixture.png, selection.png (default: a new "

@@ -16,12 +16,9 @@ from ..errors import UserError
 from ..experiments.uniform_scale import Simulation, ToyRun, run_toy
 from ..inference.uniform_scale import ToyOptions, toy_inference_names
 from ..models.uniform_scale import check_theta
-from .common import add_idata, add_out, add_reporting, add_seed, add_train_particles
+from .common import add_chains, add_idata, add_out, add_reporting, add_seed, add_train_particles
 
 __all__ = ["add_command"]
-
-# NUTS chains unless --chains says: ToyOptions keeps 1 for its Python callers (see there)
-CHAINS = 2
 
 
 def _parse_simulate(spec: str) -> Simulation:
@@ -90,9 +87,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help="NUTS warm-up steps per chain")
     parser.add_argument("--samples", type=int, default=defaults.samples,
                         help="NUTS draws per chain")
-    parser.add_argument("--chains", type=int, default=CHAINS,
-                        help="NUTS chains, run one after another (R-hat compares them); 2, the "
-                             "fewest with a between-chain R-hat, since each chain adds its whole "
-                             "time (use 4 for a final analysis)")
+    add_chains(parser)  # ToyOptions keeps 1 chain for its Python callers (see there)
     add_reporting(parser)
     parser.set_defaults(func=_run, summary=_summary)

@@ -10,6 +10,7 @@ correlated columns the best diagonal Gaussian misses it by the mean-field KL
 (1/2)(sum_j log Lambda_jj - log det Lambda), Lambda = Sigma^-1.
 """
 
+import json
 import math
 
 import pyro.distributions as dist
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
+from pyro_vae.cli import main
 from pyro_vae.elbos import importance_estimate
 from pyro_vae.guides import AmortizedGaussianGuide
 from pyro_vae.inference.ais import ais, ais_log_likelihood, bdmc, sigmoid_schedule
@@ -186,3 +188,62 @@ def test_nuts_matches_the_exact_posterior(diagonal, one_thread):
     torch.testing.assert_close(draws.mean, diagonal.mean[0], atol=float(4 * sd.max() / 10),
                                rtol=0)
     torch.testing.assert_close(draws.cov, diagonal.cov, atol=0.3 * float(sd.max() ** 2), rtol=0)
+
+
+TINY = ["--set", "data.dataset='digits'", "--set", "model.latent_dim=2", "--set",
+        "model.hidden=[16]", "--set", "inference.eval_particles=5", "--set",
+        "data.train_size=200", "--set", "data.test_size=20"]
+FAST = ["--images", "4", "--eval-particles", "40", "--ais-steps", "10", "--ais-chains", "2",
+        "--refine-steps", "20", "--nuts-images", "1", "--nuts-samples", "8", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert main(["train", *TINY, "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    return out / "checkpoint.pt"
+
+
+def test_gaps_command_writes_its_table(checkpoint, tmp_path, capsys, one_thread):
+    out = tmp_path / "gaps"
+    assert main(["gaps", "--checkpoint", str(checkpoint), *FAST, "--out", str(out),
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed["num_images"] == metrics["num_images"] == 4
+    cell = lambda key: metrics[key]["mean"]  # noqa: E731
+    # the identities that define the gaps hold on the averages
+    assert cell("approximation_gap") + cell("amortization_gap") == pytest.approx(
+        cell("inference_gap"), abs=1e-4)
+    assert cell("log_px") >= max(cell("log_px_is"), cell("log_px_ais")) - 1e-4
+    assert cell("inference_gap") >= 0  # the best bound is above the ELBO of q's own draws
+    rows = (out / "gaps.csv").read_text().strip().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("image,log_px,")
+    table = (out / "gaps.md").read_text()
+    assert "| amortization gap ELBO(q*) - ELBO(q) |" in table and "K = 40" in table
+    assert (out / "gaps.png").stat().st_size > 0
+    assert (out / "posterior.png").stat().st_size > 0  # a 2-D code: the posterior panels
+    assert metrics["nuts"][0]["image"] == 0 and "max_r_hat" in metrics["nuts"][0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--images", "0"], "--images must be a positive whole number"),
+        (["--images", "100000"], "has 300 images"),
+        (["--ais-steps", "0"], "--ais-steps must be a positive"),
+        (["--eval-particles", "0"], "--eval-particles"),
+        (["--nuts-samples", "2"], "at least 4"),
+    ],
+)
+def test_gaps_refuses_bad_budgets_in_one_line(checkpoint, tmp_path, capsys, flags, message):
+    code = main(["gaps", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--quiet", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_gaps_refuses_a_missing_checkpoint(tmp_path, capsys):
+    code = main(["gaps", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1

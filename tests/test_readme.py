@@ -141,3 +141,16 @@ def test_every_reliability_guarantee_names_tests_that_exist():
             tree = ast.parse((ROOT / path).read_text())
             tests = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
             assert name in tests, f"{path}::{name} does not exist"
+
+
+def test_the_mixture_snippet_prints_what_its_comments_say(tmp_path):
+    """The "A mixture you can keep" block, run as written: each printed line equals the comment
+    on the line that prints it."""
+    section = README[README.index("### A mixture you can keep"):]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    expected = [line.split("#", 1)[1].strip() for line in snippet.splitlines()
+                if line.startswith("print(")]
+    run = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == expected

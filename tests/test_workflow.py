@@ -110,12 +110,13 @@ def test_toy_cli_writes_netcdf(tmp_path, capsys):
 
 def test_toy_cli_exports_the_mle_as_draws_at_the_estimate(tmp_path, capsys):
     path = tmp_path / "mle.nc"
-    assert main(["toy", "--simulate", "0.5,2,1,60", "--inference", "mle",
+    # 300 points: with a few dozen, single points steer theta and PSIS rightly warns
+    assert main(["toy", "--simulate", "0.5,2,1,300", "--inference", "mle",
                  "--idata", str(path)]) == 0
     idata = az.from_netcdf(str(path))
     assert idata.posterior["a"].shape == (1, 200)
-    assert idata.log_likelihood["x"].shape == (1, 200, 60)
-    assert 1.5 < az.loo(idata).p_loo < 5  # about the three parameters' price
+    assert idata.log_likelihood["x"].shape == (1, 200, 300)
+    assert 2 < az.loo(idata).p_loo < 4.5  # about the three parameters' price
 
 
 def test_gmm_cli_writes_netcdf(tmp_path, capsys):

@@ -298,7 +298,7 @@ def vae_inference_data(
     It is estimated by importance sampling (:func:`~pyro_vae.elbos.importance_estimate`),
     w_ij = p(x_i, z_ij) / q(z_ij | x_i), z_ij ~ q(z | x_i).  Draw s holds a K-particle
     estimate (K = ``num_particles``) made of K - k particles shared by all draws and k =
-    max(1, K // S) of its own:
+    max(1, K // S) of its own (at most K - 1):
 
         log_lik[s, i] = log( (sum_{j in shared} w_ij + sum_{j in own(s)} w_ij) / K ).
 
@@ -322,7 +322,7 @@ def vae_inference_data(
     if num_particles < 2:
         raise ValueError(f"num_particles: each draw needs shared and own particles (K >= 2), "
                          f"got {num_particles}")
-    own = max(1, num_particles // num_draws)
+    own = min(max(1, num_particles // num_draws), num_particles - 1)  # >= 1 shared
     shared = num_particles - own
     pyro.set_rng_seed(seed)
     with torch.no_grad():

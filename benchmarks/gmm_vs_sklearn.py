@@ -163,6 +163,8 @@ def main() -> None:
                         help="intra-op threads for torch and BLAS alike (1: fair on a busy box)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--markdown", help="also write the table to this file (the README's "
+                                           "docs/results/gmm_vs_sklearn.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else SETTINGS
@@ -177,7 +179,14 @@ def main() -> None:
                   f"{r['sklearn_ll']:.4f}, {r['ours_s']:.3f} s vs {r['sklearn_s']:.3f} s",
                   flush=True)
     print()
-    print(markdown(rows, args.threads))
+    table = markdown(rows, args.threads)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"<!-- written by benchmarks/gmm_vs_sklearn.py"
+                    f"{' --quick' if args.quick else ''} -->\n"
+                    f"Measured {time.strftime('%Y-%m-%d')} on the 2-core CPU, taking turns with "
+                    f"scikit-learn setting by setting:\n\n{table}\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

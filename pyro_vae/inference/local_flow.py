@@ -71,8 +71,13 @@ class LocalIAF:
                 torch.zeros(batch, 2 * dim, requires_grad=True),
             ])
 
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.loc, self.log_scale, *(p for layer in self.layers for p in layer)]
+    def base_parameters(self) -> list[torch.Tensor]:
+        """The base Gaussian's (loc, log scale), each (B, d)."""
+        return [self.loc, self.log_scale]
+
+    def flow_parameters(self) -> list[torch.Tensor]:
+        """Every layer's MADE weights and biases, each with a leading dim B."""
+        return [p for layer in self.layers for p in layer]
 
     def sample(self, num: int) -> tuple[torch.Tensor, torch.Tensor]:
         """z of shape (num, B, d) and log q(z) of shape (num, B), reparameterized."""
@@ -102,8 +107,8 @@ def fit_local_flow(
     :func:`~.local_refinement.fit_local`."""
     def fit_chunk(joint: LatentJoint, rows: torch.Tensor) -> LocalFit:
         flow = LocalIAF(*gaussian_head(guide, rows), layers=layers, hidden=hidden)
-        return fit_local(joint, flow.sample, flow.parameters(), steps, particles, lr,
-                         eval_particles)
+        return fit_local(joint, flow.sample, flow.base_parameters(), steps, particles, lr,
+                         eval_particles, slow=flow.flow_parameters())
 
     dim = gaussian_head(guide, x[:1])[0].shape[-1]
     width = hidden or 2 * dim

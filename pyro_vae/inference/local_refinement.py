@@ -43,6 +43,7 @@ from .latent_joint import LatentJoint
 
 __all__ = [
     "FINAL_LR_RATIO",
+    "SLOW_LR_RATIO",
     "LocalFit",
     "gaussian_head",
     "guide_family",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 FINAL_LR_RATIO = 0.05  # the learning rate of the last step, relative to the first
+SLOW_LR_RATIO = 0.1  # the learning rate of a flow's weights, relative to its base's
 # draws of the final q kept per image for the figures and moments
 _KEPT_DRAWS = 500
 # a fit's last fifth of steps, against the fifth before it: the stopping rule's check
@@ -130,6 +132,7 @@ def fit_local(
     particles: int = 8,
     lr: float = 5e-2,
     eval_particles: int = 1000,
+    slow: Sequence[torch.Tensor] = (),
 ) -> LocalFit:
     """Maximise each image's ELBO over its own parameters by Adam for ``steps`` steps.
 
@@ -146,8 +149,13 @@ def fit_local(
         S Adam steps of M reparameterized draws each, at learning rate ``lr``.
     eval_particles : int
         K fresh draws that score the final q.
+    slow : sequence of tensors
+        More parameters, trained at ``lr * SLOW_LR_RATIO`` (a flow's network weights: at
+        the base's rate a 50-D flow's first steps overshoot and its ELBO collapses).
     """
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam([{"params": list(params)},
+                                  {"params": list(slow), "lr": lr * SLOW_LR_RATIO}], lr=lr)
+    params = [*params, *slow]
     # large moves first (the encoder's output may be far off), fine ones last: lr decays
     # geometrically to lr * FINAL_LR_RATIO over the S steps
     decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, FINAL_LR_RATIO ** (1 / steps))

@@ -158,3 +158,18 @@ def test_score_leaves_the_users_distributions_as_they_were():
 
     make_elbo("score").loss(model, guide)
     assert prior.has_rsample and posterior.has_rsample
+
+
+def test_inferring_the_plate_nesting_prints_nothing(capfd):
+    """Pyro announces its guess at INFO on stderr; the registry's ELBOs make it quietly."""
+    def model():
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    def guide():
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Normal(pyro.param("m", torch.zeros(3)), 1.0))
+
+    make_elbo("trace").loss(model, guide)
+    assert make_elbo("trace").max_plate_nesting == float("inf")  # inferred, not fixed
+    assert "Guessed max_plate_nesting" not in capfd.readouterr().err

@@ -19,11 +19,17 @@ not shift the draws of the run (a fused and a plain ELBO draw the same numbers).
 
 from __future__ import annotations
 
+import logging
+
 import pyro
 import torch
 from pyro.infer.util import torch_item
 
 from ..rng import forked_rng
+
+# Pyro announces each guess of the plate nesting at INFO on stderr: a line per fit, for a
+# number the user did not ask for
+_GUESS_LOG = logging.getLogger("pyro.infer.elbo")
 
 __all__ = ["EstimatorELBO", "TraceELBO", "MeanFieldELBO", "EnumELBO", "plate_nesting"]
 
@@ -56,8 +62,13 @@ class EstimatorELBO(pyro.infer.ELBO):
 
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):
         # the guess runs the pair once: on a forked generator it leaves the run's draws alone
-        with forked_rng(*args):
-            super()._guess_max_plate_nesting(model, guide, args, kwargs)
+        level = _GUESS_LOG.level
+        _GUESS_LOG.setLevel(logging.WARNING)
+        try:
+            with forked_rng(*args):
+                super()._guess_max_plate_nesting(model, guide, args, kwargs)
+        finally:
+            _GUESS_LOG.setLevel(level)
 
 
 class TraceELBO(EstimatorELBO, pyro.infer.Trace_ELBO):

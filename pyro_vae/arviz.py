@@ -2,7 +2,11 @@
 
 One builder, :func:`inference_data`, puts numpy arrays into the groups ArviZ expects
 (``posterior``, ``posterior_predictive``, ``log_likelihood``, ``observed_data``, ``prior``,
-``prior_predictive``) with named dimensions; the model-specific functions draw those arrays.
+``prior_predictive``) with named dimensions; the model-specific functions draw those
+arrays, with Pyro's :class:`~pyro.infer.Predictive` (vectorized over the draws by its
+outer plate) wherever a draw is the model's or the guide's own: prior and prior
+predictive, posterior predictive, guide draws.  What ``Predictive`` cannot draw is written
+out, each place saying why.
 
 ``log_likelihood`` always holds the *marginal* log-likelihood of each observation, every
 latent variable of that observation integrated out, so that ``az.loo`` estimates the
@@ -42,6 +46,8 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.infer import Predictive
 
 from .elbos import importance_estimate
 from .errors import UserError
@@ -49,7 +55,7 @@ from .guides.uniform_scale import SigmoidAffineTransform
 from .inference.uniform_scale import theta_draws_at
 from .models.gmm import MixtureParams
 from .models.gmm_density import log_marginal, sample_mixture
-from .models.uniform_scale import UniformScaleMarginal, theta_prior
+from .models.uniform_scale import UniformScaleMarginal, marginal_model
 
 with warnings.catch_warnings():
     # arviz 0.2x announces its 1.0 refactor on import; nothing here to act on
@@ -119,11 +125,27 @@ def inference_data(
 # ---------------------------------------------------------------------------- toy model
 
 
+def _toy_predictive(x: torch.Tensor, **draws) -> dict[str, torch.Tensor]:
+    """:func:`~pyro_vae.models.uniform_scale.marginal_model` on x (N,) by ``Predictive``, its
+    observation ``x`` drawn (``uncondition``), vectorized over the draws; ``draws`` go to
+    ``Predictive`` (``num_samples`` or ``posterior_samples``, ``return_sites``).  The values are
+    (S,) for a, gap, mu and (S, N) for x."""
+    predictive = Predictive(poutine.uncondition(marginal_model), parallel=True, **draws)
+    # theta's sites, outside the data plate, come back padded to its dim: (S, 1)
+    return {name: value if name == "x" else value.squeeze(-1)
+            for name, value in predictive(x).items()}
+
+
 def toy_prior_draws(x: torch.Tensor, num_draws: int) -> dict[str, torch.Tensor]:
-    """(num_draws,) draws of a, b, mu from the weak data-scaled prior of the NUTS routes."""
-    with pyro.plate("draws", num_draws, dim=-1), torch.no_grad():
-        a, b, mu = theta_prior(x)  # the same prior NUTS samples from
-    return {"a": a, "b": b, "mu": mu}
+    """Draws of the weak data-scaled prior of the NUTS routes and of its prior predictive.
+
+    Returns ``a``, ``b``, ``mu`` (S,) and ``x`` (S, N), S = ``num_draws``: theta_s from
+    :func:`~pyro_vae.models.uniform_scale.theta_prior` (the prior NUTS samples from) and N
+    points from p(x | theta_s), one ``Predictive`` pass of the Bayesian model.
+    """
+    draws = _toy_predictive(x, num_samples=num_draws, return_sites=("a", "gap", "mu", "x"))
+    return {"a": draws["a"], "b": draws["a"] + draws["gap"], "mu": draws["mu"],
+            "x": draws["x"]}
 
 
 def _toy_marginal(theta: dict[str, torch.Tensor], num_points: int):
@@ -191,6 +213,8 @@ def toy_inference_data(
                      "J = sum_i g_i g_i^T the empirical Fisher information",
             **{f"{k}_hat": v for k, v in model.theta().items()}}
         if guide is not None:
+            # not Predictive(guide): its z lie in (a_hat, b_hat), and these are q's
+            # unconstrained draws put on each theta draw's own support instead
             with torch.no_grad():
                 loc, scale = guide.unconstrained(x)  # (N,) each, at theta_hat
                 v = dist.Normal(loc, scale).sample((num_draws,))  # (S, N)
@@ -199,19 +223,20 @@ def toy_inference_data(
             dims["z"] = ["obs"]
     else:
         raise ValueError("give theta_draws, or a fitted model (and its guide)")
-    with torch.no_grad():
-        marginal = _toy_marginal(posterior, n)
-        log_lik = marginal.log_prob(x)  # (chain, draw, N)
-        predictive = marginal.sample()
-        prior = toy_prior_draws(x, num_prior_draws)
-        prior_x = _toy_marginal(prior, n).sample()
+    with torch.no_grad():  # the exact marginal in closed form: nothing to sample
+        log_lik = _toy_marginal(posterior, n).log_prob(x)  # (chain, draw, N)
+    chains = posterior["a"].shape
+    theta = {"a": posterior["a"].flatten(), "gap": (posterior["b"] - posterior["a"]).flatten(),
+             "mu": posterior["mu"].flatten()}
+    predictive = _toy_predictive(x, posterior_samples=theta, return_sites=("x",))["x"]
+    prior = toy_prior_draws(x, num_prior_draws)
     return inference_data(
         posterior=posterior,
         log_likelihood={"x": log_lik},
-        posterior_predictive={"x": predictive},
+        posterior_predictive={"x": predictive.reshape(*chains, n)},
         observed_data={"x": x},
-        prior={k: v[None] for k, v in prior.items()},
-        prior_predictive={"x": prior_x[None]},
+        prior={k: prior[k][None] for k in ("a", "b", "mu")},
+        prior_predictive={"x": prior["x"][None]},
         dims=dims,
         attrs={"model": "uniform_scale"},
         posterior_attrs=posterior_attrs,
@@ -244,6 +269,10 @@ def gmm_inference_data(
     generator = torch.Generator().manual_seed(seed)
     x = x.to(samples.locs.dtype)
 
+    # not Predictive: the model picks each point's component by indexing the components'
+    # leading dim (locs[z]), which an outer plate of draws would make the draws' dim, so it
+    # does not vectorize (parallel=True); run draw by draw (parallel=False) it would gather
+    # an (N, D, D) Cholesky stack per draw, which sample_mixture's loop over K avoids
     def per_draw(params: MixtureParams):
         s = params.weights.shape[0]
         draws = [params.draw(i) for i in range(s)]
@@ -256,7 +285,7 @@ def gmm_inference_data(
 
     log_lik, predictive = per_draw(samples)
     pyro.set_rng_seed(seed)
-    with torch.no_grad():
+    with torch.no_grad():  # the model's own prior sites, drawn as it draws them
         prior = {name: d.sample((num_prior_draws,))
                  for name, d in fitted.model.prior_distributions().items()}
     prior_params = MixtureParams.from_sites(prior)
@@ -324,14 +353,17 @@ def vae_inference_data(
                          f"got {num_particles}")
     own = min(max(1, num_particles // num_draws), num_particles - 1)  # >= 1 shared
     shared = num_particles - own
+    code, n = _code_site(model, x), x.shape[0]
     pyro.set_rng_seed(seed)
+    z = Predictive(guide, num_samples=num_draws, return_sites=(code,), parallel=True)(x)[code]
+    # model(None, n=N) generates: x drawn from p(x | z_is), z_is conditioned on the guide's
+    predictive = Predictive(model, posterior_samples={code: z}, return_sites=("x",),
+                            parallel=True)(None, n=n)["x"]  # (S, N, D)
+    prior = Predictive(model, num_samples=num_prior_draws, return_sites=(code, "x"),
+                       parallel=True)(None, n=n)  # (S0, N, L) and (S0, N, D)
+    # not Predictive: each draw's estimate shares K - k particles with every other draw, a
+    # correlation across draws that independent vectorized draws cannot have
     with torch.no_grad():
-        z = guide.posterior(x).sample((num_draws,))  # (S, N, L)
-        likelihood = model.likelihood(model.decoder(z))
-        predictive = likelihood.sample()
-        prior_z = model.prior().sample((num_prior_draws, x.shape[0]))  # (S0, N, L)
-        prior_x = model.likelihood(model.decoder(prior_z)).sample()
-
         def log_sum(k: int) -> torch.Tensor:  # log sum_j w_ij over k new particles, (N,)
             return importance_estimate(model, guide, x, k).log_likelihood.double() + math.log(k)
 
@@ -343,8 +375,8 @@ def vae_inference_data(
         log_likelihood={"x": log_lik[None]},
         posterior_predictive={"x": predictive[None]},
         observed_data={"x": x},
-        prior={"z": prior_z[None]},
-        prior_predictive={"x": prior_x[None]},
+        prior={"z": prior[code][None]},
+        prior_predictive={"x": prior["x"][None]},
         dims={"z": ["obs", "latent"], "x": ["obs", "pixel"]},
         attrs={"model": "vae"},
         log_likelihood_attrs={
@@ -353,6 +385,15 @@ def vae_inference_data(
             "num_particles": num_particles, "shared_particles": shared,
             "own_particles_per_draw": own},
     )
+
+
+def _code_site(model, x: torch.Tensor) -> str:
+    """The name of the latent site the decoder reads: the model's last latent site (``z``;
+    ``z1`` in the two-layer VAE, which draws z2 and then z1 | z2), from one traced row of x."""
+    with torch.no_grad():
+        trace = poutine.trace(model).get_trace(x[:1])
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]][-1]
 
 
 def save_inference_data(idata: az.InferenceData, path: str | Path) -> Path:

@@ -130,3 +130,20 @@ def test_gmm_cli_writes_netcdf(tmp_path, capsys):
     assert idata.log_likelihood["x"].shape[-1] == 150
     assert main(["gmm", "--simulate", "150,2,2", "--components", "2", "--inference", "map",
                  "--out", str(tmp_path / "map"), "--idata", str(path)]) == 2
+
+
+def test_toy_prior_draws_follow_the_prior_by_predictive():
+    """Predictive's vectorized prior draws: log a, log(b - a) ~ N(log s, 2), mu ~ N(mean, 10 s),
+    and each prior predictive row drawn from its own theta (spread ~ its scale)."""
+    from pyro_vae.arviz import toy_prior_draws
+
+    x = toy.simulate(0.5, 2.0, 1.0, 50, seed=2)
+    prior = toy_prior_draws(x, 4000)
+    assert prior["x"].shape == (4000, 50) and prior["a"].shape == (4000,)
+    s, se = x.std().log(), 2.0 / 4000**0.5
+    assert prior["a"].log().mean().item() == pytest.approx(s.item(), abs=4 * se)
+    assert (prior["b"] - prior["a"]).log().std().item() == pytest.approx(2.0, rel=0.05)
+    assert ((prior["mu"] - x.mean()) / (10 * x.std())).std().item() == pytest.approx(1.0, rel=0.05)
+    # |x - mu| / z is |N(0, 1)| and a < z < b: the median row-wise ratio lies in its bounds
+    ratio = ((prior["x"] - prior["mu"][:, None]).abs().median(1).values / 0.6745)
+    assert bool(((ratio > 0.5 * prior["a"]) & (ratio < 2 * prior["b"])).float().mean() > 0.95)

@@ -40,7 +40,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
-from pyro.infer import MCMC, NUTS, SVI, TraceEnum_ELBO
+from pyro.infer import MCMC, NUTS, SVI, Predictive, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal, init_to_value
 
 from ..errors import UserError
@@ -204,10 +204,12 @@ def fit_vi(x, model, *, restarts=5, seed=0, reg_covar=1e-6, steps=500, lr=0.02,
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     svi = SVI(model, auto, pyro.optim.ClippedAdam({"lr": lr}), elbo)
     losses = [svi.step(x) / x.shape[0] for _ in range(steps)]
-    with torch.no_grad():  # calling the autoguide draws the globals from q
-        draws = [auto(x) for _ in range(num_draws)]
-    samples = MixtureParams.from_sites({name: torch.stack([d[name] for d in draws])
-                                        for name in draws[0]}).ordered()
+    priors = model.prior_distributions()
+    draws = Predictive(auto, num_samples=num_draws, return_sites=tuple(priors),
+                       parallel=True)(x)
+    # (S, K) etc.: Predictive pads the weights, outside the components plate, to (S, 1, K)
+    samples = MixtureParams.from_sites({name: draws[name].reshape(num_draws, *prior.shape())
+                                        for name, prior in priors.items()}).ordered()
     return _posterior_mean(samples), samples, {"final_elbo_per_point": -losses[-1], "steps": steps}
 
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
@@ -61,3 +63,42 @@ def test_iwae_table1_runs_resumes_and_reuses_finished_cells(tmp_path):
                             timeout=600, cwd=BENCHMARKS)
     assert longer.returncode == 1 and "holds a finished cell of 1 epochs, not the 4" in (
         longer.stderr)
+
+
+@pytest.mark.slow
+def test_loo_exports_quick_tables_and_loo_agrees_with_the_exact_numbers(tmp_path):
+    """``--quick``: both tables in the markdown, and LOO says what the exports promise: a
+    point estimate's draws pay p_loo ~ 3 for (a, b, mu) and elpd_loo = lppd - p_loo sits by
+    the exact training log-likelihood; the VAE's p_loo ~ 0 (independent K = 50 estimates per
+    draw would give sum_i Var log p_hat(x_i) ~ 30 here) and elpd_loo per image is the
+    importance-sampled log p(x), not the conditional log p(x | z) the old export held."""
+    markdown = tmp_path / "loo.md"
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loo_exports.py"), "--quick", "--markdown",
+         str(markdown)], capture_output=True, text=True, timeout=600, cwd=BENCHMARKS)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    text = markdown.read_text()
+    assert completed.stdout == text
+    lines = text.splitlines()
+    assert lines[0] == "<!-- written by benchmarks/loo_exports.py --quick -->"
+    assert re.match(r"PSIS-LOO .* measured \d{4}-\d\d-\d\d on the 2-core CPU\. ", lines[1])
+    number = r"(-?[\d.]+|inf)"
+    toy = {m[0]: m[1:] for m in re.findall(
+        rf"^\| (mle|nuts|iwae|svi) \| {number} \({number}\) \| {number} \| {number}(?: \(warns\))?"
+        rf" \| {number} \| {number} \| (\d) \| {number} \({number}\) \| [\d.]+ \|$", text, re.M)}
+    assert list(toy) == ["mle", "nuts", "iwae", "svi"]
+    assert sorted(int(row[6]) for row in toy.values()) == [0, 1, 2, 3]
+    for name in ("mle", "iwae", "svi"):
+        elpd, _, p_loo, k, train, _, _, _, _ = map(float, toy[name])
+        assert 2 < p_loo < 4.5 and k < 0.7
+        assert abs(elpd + p_loo - train) < 1
+    vae = {m[0]: list(map(float, m[1:6])) for m in re.findall(
+        r"^\| (iwae|meanfield|trace) \| (-[\d.]+) \| ([\d.]+) \| (-?[\d.]+) \| (-[\d.]+) "
+        r"\| (-[\d.]+) \| (\d) \| [\d.]+ \| \d+ \| [\d.]+ \|$", text, re.M)}
+    assert list(vae) == ["iwae", "meanfield", "trace"]
+    assert "| ELBO | elpd_loo / image | p_loo | max Pareto k | IS log p(x), K = 50 |" in text
+    for elpd, p_loo, k, estimate, conditional in vae.values():
+        assert p_loo < 20 / 4 and k < 0.7
+        assert abs(elpd - estimate) < 1.5 and abs(elpd - estimate) < abs(elpd - conditional)
+    assert re.search(r"^Toy: az\.compare's order (\w+, ){3}\w+; order by exact test", text, re.M)
+    assert re.search(r"^VAE: az\.compare's order (\w+, ){2}\w+; order by importance", text, re.M)

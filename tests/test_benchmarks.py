@@ -1,4 +1,5 @@
-"""The VAE throughput benchmark runs end to end in a tiny setting (numbers not timed here)."""
+"""The benchmarks run end to end in tiny settings: their tables have the right shape and the
+properties a wrong implementation would break (numbers not timed here)."""
 
 import re
 import subprocess

@@ -103,3 +103,25 @@ def test_loo_exports_quick_tables_and_loo_agrees_with_the_exact_numbers(tmp_path
         assert abs(elpd - estimate) < 1.5 and abs(elpd - estimate) < abs(elpd - conditional)
     assert re.search(r"^Toy: az\.compare's order (\w+, ){3}\w+; order by exact test", text, re.M)
     assert re.search(r"^VAE: az\.compare's order (\w+, ){2}\w+; order by importance", text, re.M)
+
+
+def test_toy_routes_tables_the_routes_and_the_mle_maximizes_the_likelihood(tmp_path):
+    """Quick settings, mle and svi: the table has their rows, and no fitted theta beats the
+    exact maximum likelihood's log p(x) on the same points (SVI maximizes a lower bound)."""
+    markdown = tmp_path / "toy_routes.md"
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "toy_routes.py"), "--quick", "--routes", "mle,svi",
+         "--out", str(tmp_path / "runs"), "--markdown", str(markdown)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    text = markdown.read_text()
+    assert text.startswith("<!-- written by benchmarks/toy_routes.py -->\n")
+    rows = {row[0].split("`")[1]: row for row in
+            (line.strip("|").split(" | ") for line in text.splitlines()
+             if line.startswith("| `"))}
+    assert list(rows) == ["mle", "svi"]
+    log_lik = {name: float(row[4]) for name, row in rows.items()}
+    assert log_lik["mle"] >= log_lik["svi"]
+    assert float(rows["svi"][5]) < log_lik["svi"]  # the ELBO lies below log p(x)
+    assert "`mle` standard errors (Hessian)" in text

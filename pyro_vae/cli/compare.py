@@ -28,7 +28,7 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
         seeds=args.seeds, particles=args.train_particles, eval_particles=args.eval_particles,
         epochs=args.epochs, steps=args.steps, samples=args.samples, warmup=args.warmup,
         chains=args.chains, config=args.config, overrides=list(args.set),
-        reference=args.reference, idata=args.idata,
+        reference=args.reference, idata=args.idata, tensorboard=args.tensorboard,
     ))
 
 
@@ -84,5 +84,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                           "runs/compare-<date>-<time>)")
     add_idata(parser, "write each algorithm's seed-0 posterior as ArviZ InferenceData to "
                       "FILE.<algorithm>.nc (algorithms with posterior draws)")
+    # the flag of train, toy and gmm, same help (cli/common.py could hold it once)
+    parser.add_argument("--tensorboard", type=Path, metavar="DIR",
+                        help="write TensorBoard event files under DIR (needs the tensorboard "
+                             "package; then: tensorboard --logdir DIR)")
     add_reporting(parser)
     parser.set_defaults(func=_compare, summary=_summary)

@@ -61,6 +61,10 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                                "runs/gmm-<date>-<time>)")
     add_idata(parser, help="vi, nuts: write ArviZ InferenceData (posterior, predictive, "
                            "per-point log-likelihood) to NetCDF")
+    # the flag of train, toy and compare, same help (cli/common.py could hold it once)
+    parser.add_argument("--tensorboard", type=Path, metavar="DIR",
+                        help="write TensorBoard event files under DIR (needs the tensorboard "
+                             "package; then: tensorboard --logdir DIR)")
     add_reporting(parser)
     parser.set_defaults(func=_run, summary=_summary)
 
@@ -89,6 +93,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         inference=args.inference, restarts=args.restarts, reg_covar=args.reg_covar,
         steps=args.steps, samples=args.samples, chains=args.chains, seed=args.seed,
         out=args.out or fresh_out("gmm"), overwrite=args.overwrite, idata=args.idata,
+        tensorboard=args.tensorboard,
     )
     return run_gmm(options)
 

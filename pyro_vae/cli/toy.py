@@ -46,7 +46,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                          warmup=args.warmup, samples=args.samples, chains=args.chains)
     data = _parse_simulate(args.simulate) if args.simulate is not None else args.data
     metrics = run_toy(ToyRun(inference=args.inference, data=data, seed=args.seed, out=args.out,
-                             overwrite=args.overwrite, idata=args.idata, options=options))
+                             overwrite=args.overwrite, idata=args.idata, options=options,
+                             tensorboard=args.tensorboard))
     return metrics
 
 
@@ -88,5 +89,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=int, default=defaults.samples,
                         help="NUTS draws per chain")
     add_chains(parser)  # ToyOptions keeps 1 chain for its Python callers (see there)
+    # the flag of train, gmm and compare, same help (cli/common.py could hold it once)
+    parser.add_argument("--tensorboard", type=Path, metavar="DIR",
+                        help="write TensorBoard event files under DIR (needs the tensorboard "
+                             "package; then: tensorboard --logdir DIR)")
     add_reporting(parser)
     parser.set_defaults(func=_run, summary=_summary)

@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..inference.diagnostics import check_draws
+from ..train import TrainingLog
 from .compare_models import BUDGETS, COMPARE_MODELS, CompareModel, CompareRun
 from .runs import prepare_out, write_metrics
 
@@ -156,6 +157,8 @@ def run_compare(run: CompareRun) -> dict[str, Any]:
     _check(run)
     model = COMPARE_MODELS.get(run.model)
     run = model.budgeted(run)
+    if run.tensorboard is not None:  # no tensorboard package: one line, before any change
+        TrainingLog(run.tensorboard)
     out = prepare_out(run.out, run.overwrite)
     start = time.perf_counter()
     idatas = None if run.idata is None else {}
@@ -182,6 +185,8 @@ def run_compare(run: CompareRun) -> dict[str, Any]:
                "files": {"csv": str(out / "comparison.csv"), "markdown": str(out / "comparison.md"),
                          "figure": str(figure)},
                "seconds": time.perf_counter() - start}
+    if run.tensorboard is not None:
+        metrics["tensorboard"] = str(run.tensorboard)
     if idatas:
         metrics["idata"] = _save_idatas(idatas, run.idata)
     write_metrics(out, metrics)

@@ -39,7 +39,7 @@ from ..models.uniform_scale import UniformScale
 from ..progress import say
 from ..registry import Registry
 from ..rng import single_thread
-from ..train import fit
+from ..train import TrainingLog, fit
 from .runs import first_rows
 
 __all__ = ["BUDGETS", "COMPARE_MODELS", "Announcer", "CompareModel", "CompareRun",
@@ -83,6 +83,7 @@ class CompareRun:
     overrides: list[str] = field(default_factory=list)  # VAE only: "section.key=value"
     reference: bool = False  # add the true parameters' row (toy, gmm)
     idata: Path | None = None  # write each algorithm's seed-0 posterior to FILE.<name>.nc
+    tensorboard: Path | None = None  # TensorBoard runs DIR/<algorithm>-seed<s>
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,28 @@ def _row(name: str, seed: int, final_bound: float, test: float, variance: float 
             "seconds": seconds if training is None else sum(training.seconds_per_epoch)}
 
 
+def _open_log(run: CompareRun, name: str, seed: int) -> TrainingLog | None:
+    """The TensorBoard run ``DIR/<name>-seed<seed>`` of one cell, open from step 0 (so that
+    routes without steps get their hparams too), or None without ``run.tensorboard``."""
+    if run.tensorboard is None:
+        return None
+    log = TrainingLog(Path(run.tensorboard) / f"{name}-seed{seed}")
+    log.start(0)
+    return log
+
+
+def _close_log(log: TrainingLog | None, run: CompareRun, row: dict[str, Any]) -> None:
+    """The cell's model, algorithm and seed as hparams with its final bound and test
+    log-likelihood (the row's numbers), then close the run."""
+    if log is None:
+        return
+    log.hparams({"compare": {"model": run.model, "algorithm": row["algorithm"],
+                             "seed": row["seed"]}},
+                {"final_bound": row["final_bound"],
+                 "test_log_likelihood": row["test_log_likelihood"]})
+    log.close()
+
+
 # ---------------------------------------------------------------------------- VAE
 
 
@@ -161,13 +184,15 @@ def compare_vae(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     for name in run.inference:
         for seed in range(run.seeds):
             announce(name, seed)
+            log = _open_log(run, name, seed)
             pyro.clear_param_store()  # every run starts afresh (autoguides keep state there)
             pyro.set_rng_seed(seed)
             model, guide = build_vae(config, data.dim, binary_data=config.data.binarize != "none",
                                      image_shape=data.image_shape)
             result = fit(model, guide, x_train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                          elbo=name, num_particles=run.particles, seed=seed,
-                         batch_transform=transform, progress=False, precision=t.precision)
+                         batch_transform=transform, progress=False, precision=t.precision,
+                         log=log)
             pyro.set_rng_seed(seed)
             estimate = importance_estimate(model, guide, x_test, run.eval_particles)
             batch = x_train[: t.batch_size] if transform is None else transform(
@@ -177,6 +202,7 @@ def compare_vae(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
             row = _row(name, seed, result.train_elbo[-1],
                        estimate.log_likelihood.mean().item(), variance, training=result)
             rows.append({**row, "test_elbo": estimate.elbo.mean().item()})
+            _close_log(log, run, row)
             if idatas is not None and seed == 0:
                 from ..arviz import vae_inference_data  # arviz is heavy: only when asked for
 
@@ -211,9 +237,10 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
         for seed in range(run.seeds):
             for name in run.inference:
                 announce(name, seed)
+                log = _open_log(run, name, seed)  # only the SVI routes log steps
                 route, options = toy.toy_inference(name, toy.ToyOptions(
                     steps=run.steps, num_particles=run.particles, warmup=run.warmup,
-                    samples=run.samples, chains=run.chains))
+                    samples=run.samples, chains=run.chains, log=log))
                 pyro.clear_param_store()
                 fitted = route(x, seed=seed, options=options)
                 with torch.no_grad():
@@ -228,6 +255,7 @@ def compare_toy(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
                     with torch.no_grad():
                         train = fitted.model.log_marginal(x).mean().item()
                     rows.append(_row(name, seed, train, test, seconds=fitted.seconds))
+                _close_log(log, run, rows[-1])
                 has_draws = fitted.guide is not None or fitted.draws is not None
                 if idatas is not None and seed == 0 and has_draws:
                     from ..arviz import toy_inference_data  # arviz is heavy: only when asked for
@@ -283,10 +311,11 @@ def compare_gmm(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
     for seed in range(run.seeds):
         for name in run.inference:
             announce(name, seed)
+            log = _open_log(run, name, seed)  # only vi logs steps
             pyro.clear_param_store()  # the vi route's AutoNormal would resume from the last fit
             fitted = fit_gmm(x, 3, "diag", name, seed=seed, restarts=3, steps=run.steps,
                              num_samples=run.samples, warmup_steps=run.warmup,
-                             num_chains=run.chains)
+                             num_chains=run.chains, log=log)
             if name == "vi":
                 bound = fitted.info["final_elbo_per_point"]
             else:  # the log joint at the point estimate, per point
@@ -294,6 +323,7 @@ def compare_gmm(run: CompareRun, idatas: InferenceDataSink = None) -> list[dict[
                          + fitted.model.log_prior(fitted.params)).item() / x.shape[0]
             test = fitted.log_likelihood(x_test).mean().item()
             rows.append(_row(name, seed, bound, test, seconds=fitted.seconds))
+            _close_log(log, run, rows[-1])
             if idatas is not None and seed == 0 and fitted.samples is not None:
                 from ..arviz import gmm_inference_data  # arviz is heavy: only when asked for
 

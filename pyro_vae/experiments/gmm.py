@@ -25,6 +25,7 @@ from ..inference.gmm import aic, bic, check_data, fit_gmm, selection_row
 from ..inference.gmm_em import check_reg_covar
 from ..models.gmm_density import log_marginal, random_mixture, sample_mixture
 from ..progress import progress_bar, say
+from ..train import TrainingLog
 from .runs import prepare_out, write_metrics
 
 __all__ = ["GMMOptions", "MAX_SEPARATION", "MAX_SIMULATED", "Simulation", "load_gmm_data",
@@ -90,7 +91,10 @@ class GMMOptions:
     ``components`` is K, or a range (A, B) of K to fit by the route, BIC choosing among them.
     ``steps`` is the ``vi`` route's SVI steps; ``samples`` the ``nuts`` route's draws per chain
     (as many warm-up steps) and ``chains`` its chains.  ``idata`` (``vi``, ``nuts``) is a
-    NetCDF file for the ArviZ InferenceData.
+    NetCDF file for the ArviZ InferenceData.  ``tensorboard`` (``vi``) is a folder for the
+    TensorBoard event files of the SVI steps: itself for one K, ``K<k>`` in it for each K of a
+    range (the ELBO per point every few steps, then the options as hparams with the final
+    ELBO, test log-likelihood and BIC of that K, as in ``selection``).
     """
 
     components: int | tuple[int, int]
@@ -112,6 +116,7 @@ class GMMOptions:
     out: Path = Path("runs/gmm")
     overwrite: bool = False
     idata: Path | None = None
+    tensorboard: Path | None = None
 
     @property
     def ks(self) -> list[int]:
@@ -217,16 +222,20 @@ def run_gmm(options: GMMOptions) -> dict[str, Any]:
                                       or Path(options.idata).suffix != ".nc"):
         raise UserError("--idata needs posterior draws (--inference vi or nuts) and a file name "
                         "ending in .nc")
+    logs = _training_logs(options)
     out = prepare_out(options.out, options.overwrite)
     fits, bar = {}, progress_bar(len(ks), f"gmm: K = {ks[0]}..{ks[-1]}", enabled=len(ks) > 1)
     for k in ks:
         fits[k] = fit_gmm(x_train, k, options.covariance, options.inference, seed=options.seed,
                           restarts=options.restarts, reg_covar=options.reg_covar,
                           steps=options.steps, num_samples=options.samples,
-                          warmup_steps=options.samples, num_chains=options.chains)
+                          warmup_steps=options.samples, num_chains=options.chains,
+                          log=logs.get(k))
         bar.update()
     bar.close()
     selection = [selection_row(fitted, x_train, x_test) for fitted in fits.values()]
+    for row in selection if logs else ():
+        _log_hparams(logs[row["components"]], options, fits[row["components"]], row)
     k = min(selection, key=lambda row: row["bic"])["components"]
     fitted = fits[k]
     plug_in_total = log_marginal(x_train, fitted.params).sum().item()
@@ -250,6 +259,8 @@ def run_gmm(options: GMMOptions) -> dict[str, Any]:
         "seconds": fitted.seconds,
         "diagnostics": fitted.info,
     }
+    if options.tensorboard is not None:
+        metrics["tensorboard"] = str(options.tensorboard)
     if len(ks) > 1:
         metrics.update(components_tried=[ks[0], ks[-1]], chosen_by="bic", selection=selection)
         metrics["best_k"] = {
@@ -283,6 +294,28 @@ def run_gmm(options: GMMOptions) -> dict[str, Any]:
         metrics["idata"] = str(save_inference_data(idata, options.idata))
     write_metrics(out, metrics)
     return metrics
+
+
+def _training_logs(options: GMMOptions) -> dict[int, TrainingLog]:
+    """K -> the TensorBoard log of its ``vi`` fit (``tensorboard`` for one K, ``K<k>`` in it
+    for a range); none without ``options.tensorboard``."""
+    if options.tensorboard is None:
+        return {}
+    if options.inference != "vi":
+        raise UserError(f"--tensorboard logs SVI's steps: --inference {options.inference} has "
+                        "none (give vi)")
+    ks, folder = options.ks, Path(options.tensorboard)
+    return {k: TrainingLog(folder if len(ks) == 1 else folder / f"K{k}") for k in ks}
+
+
+def _log_hparams(log: TrainingLog, options: GMMOptions, fitted, row: dict[str, Any]) -> None:
+    """One K's options as hparams with its final numbers (``row``: its selection row), closed."""
+    config = {"gmm": {"components": row["components"], "covariance": options.covariance,
+                      "steps": options.steps, "restarts": options.restarts,
+                      "seed": options.seed}}
+    log.hparams(config, {"final_elbo_per_point": fitted.info["final_elbo_per_point"],
+                         "test_log_likelihood": row["test_log_likelihood"], "bic": row["bic"]})
+    log.close()
 
 
 def _edge_warning(best_k: dict[str, int], ks: list[int], n: int) -> str | None:

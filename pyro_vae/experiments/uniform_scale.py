@@ -10,7 +10,7 @@ and returns the metrics it also writes to ``out/metrics.json``; ``pyro-vae toy``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from torch import nn
 from ..elbos import log_importance_weights
 from ..errors import UserError
 from ..guides.uniform_scale import LocalUniformScaleGuide, fit_local_guide
-from ..inference.uniform_scale import ToyFit, ToyOptions, simulate, toy_inference
+from ..inference.uniform_scale import ToyFit, ToyOptions, fit_svi, simulate, toy_inference
 from ..lecture.elbo_identity import elbo_identity
 from ..lecture.gradients import compare_gradient_estimators
 from ..models.uniform_scale import UniformScale, log_marginal_quadrature
 from ..rng import single_thread
+from ..train import TrainingLog
 from .runs import prepare_out, write_metrics
 
 __all__ = ["Simulation", "ToyRun", "load_toy_data", "run_toy"]
@@ -69,6 +70,10 @@ class ToyRun:
         (:func:`~pyro_vae.arviz.toy_inference_data`).
     options : ToyOptions
         The route's budgets.
+    tensorboard : Path or None
+        ``svi`` and the ELBOs' names: TensorBoard event files of the steps in this folder
+        (the ELBO per point at every step, then the budgets as hparams with the final ELBO,
+        log p(x) and ELBO of the guide).
     """
 
     inference: str
@@ -78,6 +83,7 @@ class ToyRun:
     overwrite: bool = False
     idata: Path | None = None
     options: ToyOptions = field(default_factory=ToyOptions)
+    tensorboard: Path | None = None
 
 
 def load_toy_data(path: str | Path) -> torch.Tensor:
@@ -192,9 +198,14 @@ def run_toy(run: ToyRun) -> dict[str, Any]:
     else:
         x = load_toy_data(run.data)
         source = str(run.data)
+    route, options = toy_inference(run.inference, run.options)
+    if run.tensorboard is not None:
+        if route is not fit_svi:
+            raise UserError(f"--tensorboard logs SVI's steps: --inference {run.inference} has "
+                            "none (give svi or an ELBO's name)")
+        options = replace(options, log=TrainingLog(run.tensorboard))
     out = prepare_out(run.out, run.overwrite) if run.out is not None else None
     with single_thread():
-        route, options = toy_inference(run.inference, run.options)
         fitted = route(x, seed=run.seed, options=options)
         metrics = {"inference": run.inference, "data": source, "num_points": x.shape[0],
                    **_summarize(fitted, x, run.seed)}
@@ -212,6 +223,8 @@ def run_toy(run: ToyRun) -> dict[str, Any]:
         gradients = compare_gradient_estimators(fitted.model, guide, sample, params,
                                                 num_repeats=100)
         metrics["gradient_variance_ratio"] = gradients.variance_ratio
+        if options.log is not None:
+            _log_hparams(options.log, run, options, metrics)
         if out is not None:
             metrics["figures"] = _save_figures(fitted, x, truth, guide, grid, identity, out)
             write_metrics(out, metrics)
@@ -220,6 +233,18 @@ def run_toy(run: ToyRun) -> dict[str, Any]:
             if out is not None:
                 write_metrics(out, metrics)
     return metrics
+
+
+def _log_hparams(log: TrainingLog, run: ToyRun, options: ToyOptions,
+                 metrics: dict[str, Any]) -> None:
+    """The SVI run's budgets as hparams with its final numbers (as in metrics.json), closed."""
+    config = {"toy": {"inference": run.inference, "elbo": options.elbo, "seed": run.seed,
+                      "steps": options.steps, "lr": options.lr,
+                      "num_particles": options.num_particles}}
+    log.hparams(config, {name: metrics[name] for name in
+                         ("final_train_elbo", "elbo", "log_likelihood")})
+    log.close()
+    metrics["tensorboard"] = str(log.log_dir)
 
 
 def _save_figures(fitted: ToyFit, x, truth, guide, grid, identity, out: Path) -> dict[str, str]:

@@ -48,6 +48,8 @@ from ..models.gmm import GLOBAL_SITES, GaussianMixtureModel, GMMPriors, MixtureP
 from ..models.gmm_density import DTYPE, log_marginal
 from ..progress import live_bars
 from ..registry import Registry
+from ..train import CHECK_EVERY, TrainingLog
+from ..train.guards import Check
 from .diagnostics import check_draws, ess_and_rhat
 from .gmm_em import em
 
@@ -191,8 +193,13 @@ def fit_map(x, model, *, restarts=5, seed=0, tol=1e-3, max_iter=100, reg_covar=1
 
 @GMM_ROUTES.register("vi")
 def fit_vi(x, model, *, restarts=5, seed=0, reg_covar=1e-6, steps=500, lr=0.02,
-           num_draws=100, guide="normal", **_):
-    """Gaussian variational posterior on the globals (mean-field or full-rank), from the MAP."""
+           num_draws=100, guide="normal", log: TrainingLog | None = None, **_):
+    """Gaussian variational posterior on the globals (mean-field or full-rank), from the MAP.
+
+    With ``log``, every :data:`~pyro_vae.train.CHECK_EVERY` steps and at the last it gets
+    ``train/elbo``, the mean ELBO of those steps in nats per point (``SVI.step`` reads each
+    loss to the host already: logging adds no synchronisation), and the learning rate.
+    """
     start, _ = em(x, model, restarts=restarts, seed=seed, reg_covar=reg_covar)
     start = start.ordered()
     pyro.set_rng_seed(seed)
@@ -203,7 +210,19 @@ def fit_vi(x, model, *, restarts=5, seed=0, reg_covar=1e-6, steps=500, lr=0.02,
     auto = guide_class(_globals_only(model), init_loc_fn=init_to_value(values=start.sites()))
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     svi = SVI(model, auto, pyro.optim.ClippedAdam({"lr": lr}), elbo)
-    losses = [svi.step(x) / x.shape[0] for _ in range(steps)]
+    losses = []
+    if log is not None:
+        log.start(0)
+        last_check = time.perf_counter()
+    for step in range(1, steps + 1):
+        losses.append(svi.step(x) / x.shape[0])
+        if log is not None and (step % CHECK_EVERY == 0 or step == steps):
+            since = losses[(step - 1) // CHECK_EVERY * CHECK_EVERY:]
+            now = time.perf_counter()
+            check = Check(bad_run=0, elbo=-sum(since) / len(since), grad_norm=math.nan,
+                          examples=len(since) * x.shape[0])
+            log.check(step, check, lr, now - last_check, skipped_steps=0)
+            last_check = now
     priors = model.prior_distributions()
     draws = Predictive(auto, num_samples=num_draws, return_sites=tuple(priors),
                        parallel=True)(x)

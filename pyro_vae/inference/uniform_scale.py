@@ -50,7 +50,7 @@ from ..models.uniform_scale import (
 )
 from ..progress import live_bars
 from ..registry import Registry
-from ..train import FitResult, fit
+from ..train import FitResult, TrainingLog, fit
 from .diagnostics import check_draws, ess_and_rhat
 
 __all__ = [
@@ -79,7 +79,9 @@ class ToyOptions:
     ``samples`` (both per chain) and ``chains`` those of ``nuts`` and ``nuts-latent``.
     ``chains`` defaults to 1 here, as before it existed, so that callers that run their own
     chains (the toy workflow notebook) or budget their time (``compare``) are unchanged;
-    ``pyro-vae toy --chains`` defaults to 2.
+    ``pyro-vae toy --chains`` defaults to 2.  ``log`` is the ``svi`` route's TensorBoard log
+    (:class:`~pyro_vae.train.TrainingLog`), written by :func:`~pyro_vae.train.fit` at every
+    step (a full-batch step is an epoch, whose loss it reads anyway); the caller closes it.
     """
 
     steps: int = 1500  # SVI steps, each on the full data
@@ -89,6 +91,7 @@ class ToyOptions:
     samples: int = 200
     chains: int = 1
     elbo: str = "trace"  # SVI's ELBO, a name in pyro_vae.elbos.ELBOS
+    log: TrainingLog | None = None
 
 
 @dataclass
@@ -194,6 +197,7 @@ def fit_svi(x: torch.Tensor, seed: int = 0, options: ToyOptions | None = None) -
     result = fit(
         model, guide, x, epochs=options.steps, batch_size=x.shape[0], lr=options.lr,
         elbo=options.elbo, num_particles=options.num_particles, seed=seed, progress=False,
+        log=options.log,
     )
     return ToyFit(model, guide, time.perf_counter() - start,
                   {"final_train_elbo": result.train_elbo[-1], "steps": options.steps},

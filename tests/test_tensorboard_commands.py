@@ -59,7 +59,7 @@ def test_toy_tensorboard_needs_steps(tmp_path, capsys):
     assert not (tmp_path / "tb").exists()
 
 
-def test_gmm_vi_logs_the_elbo_every_check_and_hparams_per_k(tmp_path, capsys):
+def test_gmm_vi_logs_the_elbo_every_check_and_its_final_numbers(tmp_path, capsys):
     args = ["gmm", "--simulate", "120,2,2", "--inference", "vi", "--steps", "45",
             "--restarts", "1"]
     plain = _run([*args, "--components", "2", "--out", str(tmp_path / "plain")], capsys)
@@ -75,6 +75,11 @@ def test_gmm_vi_logs_the_elbo_every_check_and_hparams_per_k(tmp_path, capsys):
     assert events["hparam/bic"][0][1] == pytest.approx(logged["bic"], rel=1e-6)
     # the mean of the last 5 steps' ELBOs, whose last one is the final ELBO: close to it
     assert events["train/elbo"][-1][1] == pytest.approx(final, abs=0.05)
+
+
+def test_gmm_range_logs_a_run_per_k_and_only_vi_has_steps(tmp_path, capsys):
+    args = ["gmm", "--simulate", "120,2,2", "--inference", "vi", "--steps", "45",
+            "--restarts", "1"]
     ranged = _run([*args, "--components", "1:2", "--out", str(tmp_path / "range"),
                    "--tensorboard", str(tmp_path / "tb_range")], capsys)
     for row in ranged["selection"]:

@@ -120,6 +120,13 @@ def add_chains(parser: argparse.ArgumentParser, default: int = CHAINS) -> None:
                              "time (use 4 for a final analysis)")
 
 
+def add_tensorboard(parser: argparse.ArgumentParser, where: str = "under DIR") -> None:
+    """``--tensorboard DIR``: TensorBoard event files (the optional ``tensorboard`` package)."""
+    parser.add_argument("--tensorboard", type=Path, metavar="DIR",
+                        help=f"write TensorBoard event files {where} (needs the tensorboard "
+                             "package; then: tensorboard --logdir DIR)")
+
+
 def add_idata(parser: argparse.ArgumentParser, help: str) -> None:
     """``--idata FILE.nc``: ArviZ InferenceData written to NetCDF."""
     parser.add_argument("--idata", type=netcdf_path, metavar="FILE.nc", help=help)

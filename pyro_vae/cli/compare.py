@@ -13,6 +13,7 @@ from .common import (
     add_idata,
     add_out,
     add_reporting,
+    add_tensorboard,
     add_train_particles,
     fresh_out,
 )
@@ -85,8 +86,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     add_idata(parser, "write each algorithm's seed-0 posterior as ArviZ InferenceData to "
                       "FILE.<algorithm>.nc (algorithms with posterior draws)")
     # the flag of train, toy and gmm, same help (cli/common.py could hold it once)
-    parser.add_argument("--tensorboard", type=Path, metavar="DIR",
-                        help="write TensorBoard event files under DIR (needs the tensorboard "
-                             "package; then: tensorboard --logdir DIR)")
+    add_tensorboard(parser)
     add_reporting(parser)
     parser.set_defaults(func=_compare, summary=_summary)

@@ -17,7 +17,15 @@ from ..experiments.gmm import (
 )
 from ..inference.gmm import GMM_ROUTES
 from ..models.gmm import COVARIANCE_TYPES
-from .common import add_chains, add_idata, add_out, add_reporting, add_seed, fresh_out
+from .common import (
+    add_chains,
+    add_idata,
+    add_out,
+    add_reporting,
+    add_seed,
+    add_tensorboard,
+    fresh_out,
+)
 
 __all__ = ["add_command"]
 
@@ -62,9 +70,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     add_idata(parser, help="vi, nuts: write ArviZ InferenceData (posterior, predictive, "
                            "per-point log-likelihood) to NetCDF")
     # the flag of train, toy and compare, same help (cli/common.py could hold it once)
-    parser.add_argument("--tensorboard", type=Path, metavar="DIR",
-                        help="write TensorBoard event files under DIR (needs the tensorboard "
-                             "package; then: tensorboard --logdir DIR)")
+    add_tensorboard(parser)
     add_reporting(parser)
     parser.set_defaults(func=_run, summary=_summary)
 

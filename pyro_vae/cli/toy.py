@@ -16,7 +16,15 @@ from ..errors import UserError
 from ..experiments.uniform_scale import Simulation, ToyRun, run_toy
 from ..inference.uniform_scale import ToyOptions, toy_inference_names
 from ..models.uniform_scale import check_theta
-from .common import add_chains, add_idata, add_out, add_reporting, add_seed, add_train_particles
+from .common import (
+    add_chains,
+    add_idata,
+    add_out,
+    add_reporting,
+    add_seed,
+    add_tensorboard,
+    add_train_particles,
+)
 
 __all__ = ["add_command"]
 
@@ -90,8 +98,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
                         help="NUTS draws per chain")
     add_chains(parser)  # ToyOptions keeps 1 chain for its Python callers (see there)
     # the flag of train, gmm and compare, same help (cli/common.py could hold it once)
-    parser.add_argument("--tensorboard", type=Path, metavar="DIR",
-                        help="write TensorBoard event files under DIR (needs the tensorboard "
-                             "package; then: tensorboard --logdir DIR)")
+    add_tensorboard(parser)
     add_reporting(parser)
     parser.set_defaults(func=_run, summary=_summary)

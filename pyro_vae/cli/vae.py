@@ -37,6 +37,7 @@ from .common import (
     add_out,
     add_reporting,
     add_seed,
+    add_tensorboard,
     add_train_particles,
     fresh_out,
     nats,
@@ -50,6 +51,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     for flag, key in _TRAIN_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
+            value = str(value) if isinstance(value, Path) else value  # --tensorboard DIR
             overrides.append(f"{key}={json.dumps(value)}")
     if args.resume is not None and args.out is not None:
         raise UserError(f"--resume {args.resume} continues in its own folder; drop --out")
@@ -261,9 +263,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
-    train.add_argument("--tensorboard", metavar="DIR",
-                       help="write TensorBoard event files to DIR/<run id> (needs the "
-                            "tensorboard package; then: tensorboard --logdir DIR)")
+    add_tensorboard(train, "to DIR/<run id>")
     add_out(train, None, "folder for metrics.json, checkpoint.pt, config and figures "
                          "(default: a new runs/train-<date>-<time>)")
     train.add_argument(

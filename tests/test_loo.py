@@ -14,6 +14,7 @@ import torch
 from pyro_vae.arviz import az, toy_inference_data, vae_inference_data
 from pyro_vae.data import load_dataset
 from pyro_vae.elbos import importance_estimate
+from pyro_vae.errors import UserError
 from pyro_vae.inference import uniform_scale as toy
 from pyro_vae.models.uniform_scale import UniformScale
 from pyro_vae.rng import single_thread
@@ -113,3 +114,11 @@ def test_vae_export_elpd_is_the_importance_sampled_log_likelihood(digits_vae):
     # the same K-particle estimator, other particles: equal within Monte Carlo error
     difference = torch.as_tensor(loo.loo_i.values) - estimate
     assert abs(difference.mean()) < 4 * difference.std() / len(x) ** 0.5 + 1e-3
+
+
+def test_an_estimate_where_the_likelihood_is_flat_is_refused_in_one_line(tmp_path):
+    """100 points whose MLE has b - a ~ 2e-4: the Gaussian at the estimate has no valid draws,
+    and the export says so instead of failing inside a distribution's validation."""
+    x = toy.simulate(0.5, 2.0, 1.0, 100, seed=0)
+    with pytest.raises(UserError, match="export --inference nuts instead"):
+        toy.theta_draws_at(x, toy.fit_mle(x).model, 200)

@@ -290,6 +290,9 @@ def theta_draws_at(x: torch.Tensor, model: UniformScale, num_draws: int
     Returns
     -------
     dict with ``a``, ``b``, ``mu``, each of shape (S,).
+
+    Raises :class:`UserError` where the approximation's draws leave 0 < a < b < inf (an
+    estimate where the likelihood is nearly flat, such as b - a ~ 0).
     """
     a, b = (t.detach() for t in model.bounds())
     u_hat = torch.stack([a.log(), (b - a).log(), model.mu.detach()])
@@ -301,7 +304,14 @@ def theta_draws_at(x: torch.Tensor, model: UniformScale, num_draws: int
     posterior = torch.distributions.MultivariateNormal(u_hat, precision_matrix=scores.T @ scores)
     draws = posterior.sample((num_draws,))  # (S, 3)
     a_s = draws[:, 0].exp()
-    return {"a": a_s, "b": a_s + draws[:, 1].exp(), "mu": draws[:, 2]}
+    b_s = a_s + draws[:, 1].exp()
+    if not bool(((a_s > 0) & (b_s > a_s) & b_s.isfinite()).all()):
+        # the likelihood is nearly flat in some direction of u (e.g. an MLE with b - a ~ 0:
+        # the data do not pin the interval down), so the Gaussian's draws leave the support
+        raise UserError(f"the estimate a = {a.item():.6g}, b = {b.item():.6g} sits where the "
+                        "likelihood barely constrains theta; its Gaussian approximation has no "
+                        "valid draws to export: export --inference nuts instead")
+    return {"a": a_s, "b": b_s, "mu": draws[:, 2]}
 
 
 def toy_inference_names() -> list[str]:

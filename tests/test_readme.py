@@ -154,3 +154,14 @@ def test_the_mixture_snippet_prints_what_its_comments_say(tmp_path):
                          timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines() == expected
+
+
+def test_the_mixture_prose_agrees_with_its_benchmark_table():
+    """ "matches or beats EM's everywhere, and every setting with N >= 10k takes less time" """
+    rows = [row for row in _rows("gmm_vs_sklearn.md") if row[0] != "setting"]
+    assert len(rows) == 11
+    assert all(float(row[7]) >= -0.00005 for row in rows)  # ours - EM, to the printed digit
+    assert all(float(row[11]) < 1 for row in rows if int(row[1]) >= 10_000)
+    flat = " ".join(README.split())
+    assert ("matches or beats EM's everywhere, and every setting with N >= 10k takes less "
+            "time") in flat

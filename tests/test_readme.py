@@ -165,3 +165,19 @@ def test_the_mixture_prose_agrees_with_its_benchmark_table():
     flat = " ".join(README.split())
     assert ("matches or beats EM's everywhere, and every setting with N >= 10k takes less "
             "time") in flat
+
+
+def test_the_gap_prose_agrees_with_its_table():
+    """The inference-gap section's claims, recomputed from docs/results/vae_gaps.md."""
+    rows = {row[0]: [cell.split(" ± ") for cell in row[1:]] for row in _rows("vae_gaps.md")
+            if "±" in row[1]}
+    default = {label: (float(m), float(se)) for label, ((m, se), _) in rows.items()}
+    amortization = default["amortization gap ELBO(q*) - ELBO(q)"][0]
+    approximation = default["approximation gap log p(x) - ELBO(q*)"][0]
+    assert amortization < approximation  # "the encoder's share is smaller than the family's"
+    assert 0 < default["flow gain ELBO(flow) - ELBO(q*)"][0] < approximation  # "only part"
+    for ais_is in rows["AIS - IS, paired"]:  # "AIS lies above IS, beyond their paired s.e."
+        assert float(ais_is[0]) > 2 * float(ais_is[1])
+    assert default["log p(x), best of the bounds"][0] > default["log p(x), AIS (T)"][0]
+    flat = " ".join(README.split())
+    assert "the encoder's share is smaller than the diagonal Gaussian family's" in flat

@@ -181,3 +181,18 @@ def test_the_gap_prose_agrees_with_its_table():
     assert default["log p(x), best of the bounds"][0] > default["log p(x), AIS (T)"][0]
     flat = " ".join(README.split())
     assert "the encoder's share is smaller than the diagonal Gaussian family's" in flat
+
+
+def test_the_loo_prose_agrees_with_its_table():
+    text = (ROOT / "docs" / "results" / "loo_exports.md").read_text()
+    toy = [row for row in _rows("loo_exports.md") if "(" in row[1] and row[0] != "route"]
+    for row in toy:  # "every elpd_diff inside its standard error"
+        diff, dse = re.fullmatch(r"([\d.]+) \(([\d.]+)\)", row[7]).groups()
+        assert float(diff) <= float(dse)
+    orders = re.search(r"VAE: az.compare's order (.*); order by importance-sampled "
+                       r"log p\(x\) (.*)\.", text).groups()
+    assert orders[0] == orders[1]
+    vae = {row[0]: row for row in _rows("loo_exports.md")
+           if row[0] in ("iwae", "meanfield", "trace") and "(" not in row[1]}
+    conditional = {name: float(row[5]) for name, row in vae.items()}
+    assert min(conditional, key=conditional.get) == "iwae"  # "would have put iwae last"

@@ -148,7 +148,7 @@ def test_every_flag_has_a_help_line_and_shared_flags_one_meaning():
     for flag in SHARED:
         assert len(helps[flag]) == 1, (flag, helps[flag])
     assert set(_commands()) == {"train", "evaluate", "sample", "configs", "toy", "gmm",
-                                "gmm-predict", "compare"}
+                                "gmm-predict", "compare", "gaps"}
 
 
 def test_json_output_is_strict_json():

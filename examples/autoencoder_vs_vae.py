@@ -1,7 +1,7 @@
 """Autoencoder vs VAE: why the autoencoder's latent space is no place to sample from.
 
 Trains the ``delta`` guide (deterministic encoder) as the plain autoencoder
-(``autoencoder.toml``: KL weight 0, reconstruction loss only) and as the MAP limit
+(the shipped config ``autoencoder``: KL weight 0, reconstruction loss only) and as the MAP limit
 of the VAE (KL weight 1: reconstruction + log p(z*)), and the Gaussian-guide VAE,
 all with the same networks, prior, data (mnist5k), seed and epochs and a 2-D
 latent space, then draws for each model the latent map of
@@ -44,12 +44,11 @@ from pyro_vae.data import load_dataset  # noqa: E402
 from pyro_vae.experiments.vae import restore_vae, train_vae  # noqa: E402
 from pyro_vae.plots.common import image_grid  # noqa: E402
 
-CONFIGS = Path(__file__).parent / "configs"
-# label -> (config file, extra overrides)
+# label -> (shipped config, extra overrides)
 MODELS = {
-    "plain autoencoder (delta guide, no prior term)": ("autoencoder.toml", []),
-    "MAP autoencoder (delta guide + log p(z))": ("autoencoder.toml", ["inference.kl_weight=1.0"]),
-    "VAE (Gaussian guide)": ("vae_mnist5k.toml", []),
+    "plain autoencoder (delta guide, no prior term)": ("autoencoder", []),
+    "MAP autoencoder (delta guide + log p(z))": ("autoencoder", ["inference.kl_weight=1.0"]),
+    "VAE (Gaussian guide)": ("vae_mnist5k", []),
 }
 SQUARE = 3.0  # half-width of the decoded latent square, in prior standard deviations
 GRID = 15
@@ -91,7 +90,7 @@ def main(argv=None) -> dict:
     for i, (label, (config_file, extra)) in enumerate(MODELS.items()):
         overrides = ["model.latent_dim=2", f"train.epochs={args.epochs}", f"train.seed={args.seed}",
                      *extra, *args.set]
-        config = load_config(CONFIGS / config_file, overrides)
+        config = load_config(config_file, overrides)  # a shipped config, by name
         out = args.out / f"{i}_{Path(config_file).stem}"
         metrics = train_vae(config, out, overwrite=True, progress=False)
         trained[label] = restore_vae(out / "checkpoint.pt")

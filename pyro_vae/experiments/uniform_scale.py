@@ -227,11 +227,10 @@ def run_toy(run: ToyRun) -> dict[str, Any]:
             _log_hparams(options.log, run, options, metrics)
         if out is not None:
             metrics["figures"] = _save_figures(fitted, x, truth, guide, grid, identity, out)
-            write_metrics(out, metrics)
         if run.idata is not None:
             metrics["idata"] = str(_write_idata(fitted, x, run.idata, run.seed))
-            if out is not None:
-                write_metrics(out, metrics)
+        if out is not None:  # once, with everything: metrics.json and its report.html
+            write_metrics(out, metrics)
     return metrics
 
 

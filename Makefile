@@ -27,8 +27,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
 
-bench: $(STAMP)
+# numpyro and jax (CPU) for the side-by-side benchmark: the optional bench extra
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/vae_throughput.py
+	$(BIN)/python benchmarks/vs_numpyro.py --markdown docs/results/vs_numpyro.md
 	$(BIN)/python benchmarks/vae_reference.py --epochs 30
 	$(BIN)/python benchmarks/gmm_vs_sklearn.py --quick
 

@@ -1,0 +1,396 @@
+"""NumPyro's VAE beside ``fit`` and the plain PyTorch loop: examples per second and test ELBO.
+
+The same VAE in all three routes: encoder 784-400-100 and decoder 50-400-784, softplus,
+PyTorch's initialisation (uniform on +-1/sqrt(fan_in)), z ~ N(0, I), q(z|x) =
+N(mu(x), diag(exp(2 log sigma(x)))), x | z ~ Bernoulli(logits = decoder(z)), the data inside
+``plate("data", N, subsample_size=B)`` so each batch's loss is scaled by N / B, Adam at the
+config's learning rate, the same mnist5k training images drawn anew into binary pixels for
+every batch (dynamic binarization), the same batch size and the same initial weights (the
+NumPyro parameters start as copies of the PyTorch ones).
+
+NumPyro's step is ``svi.update`` under ``jax.jit`` with the batch's gather and its Bernoulli
+draw inside the same compiled function (one dispatch per step, as a NumPyro user who wants
+speed writes it; the draw's key is split off the SVI state's key).  ``fit`` is the default
+``pyro-vae train`` (the config's ``elbo`` and ``precision``) through ``fit_route`` of
+``vae_throughput.py``; the plain loop is :mod:`pyro_vae.lecture.plain_vae`.
+
+The routes take turns (the noise of a shared machine hits all alike), each turn two epochs of
+which the second is timed; the first epoch of each route is a warm-up whose extra time
+(JAX's compilation, ``fit``'s set-up) is reported separately.  The table gives the median
+seconds per epoch over ``--repeats`` turns, examples per second and the throughput ratio
+route / NumPyro (>= 1: at least as fast as NumPyro).  Then the test ELBO after
+``--quality-epochs`` epochs of NumPyro and of ``fit`` from the same seeds and initial weights,
+both evaluated by the same code (``common.test_elbo``: 1000 binarized test images, 100
+particles each; NumPyro's parameters copied into the PyTorch networks), beside NumPyro's own
+estimate of its ELBO as a check of that copy.  The random draws differ (JAX's generator is
+not torch's), so the ELBOs agree within the noise of training, not to round-off.
+
+    python benchmarks/vs_numpyro.py [--repeats 5] [--batch-sizes 128,1024]
+        [--quality-epochs 10] [--quality-seeds 0,1,2] [--train-size N]
+        [--numpyro-elbo trace|meanfield] [--markdown docs/results/vs_numpyro.md] [--quick]
+
+Epochs of full-MNIST size (mnist5k's training images tiled): ``--train-size 60000
+--quality-epochs 0`` (``--train-size`` sizes the test-ELBO runs' training set too).
+
+Needs the ``bench`` extra (``pip install -e ".[bench]"``: numpyro and jax, CPU).
+:func:`numpyro_examples_per_second` and :func:`numpyro_available` serve other benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import pyro
+import torch
+from common import median_seconds, plain_test_elbo, setup, test_elbo
+from vae_throughput import fit_route
+
+from pyro_vae.config import load_config
+from pyro_vae.lecture.plain_vae import plain_optimizer, train_plain_epoch
+from pyro_vae.train import fit
+
+try:  # the optional ``bench`` extra
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+except ImportError:
+    numpyro = None
+
+__all__ = [
+    "numpyro_available",
+    "numpyro_examples_per_second",
+    "NumPyroVAE",
+    "vae_model",
+    "vae_guide",
+    "params_from_torch",
+    "params_to_torch",
+]
+
+NETWORKS = ("encoder", "decoder")
+
+
+def numpyro_available() -> bool:
+    """Whether numpyro and jax are installed (the ``bench`` extra)."""
+    return numpyro is not None
+
+
+def layer_sizes(data_dim: int, latent_dim: int, hidden) -> dict[str, list[int]]:
+    """Widths of the encoder D -> reversed(hidden) -> 2L and the decoder L -> hidden -> D,
+    as :func:`pyro_vae.nets.mlp_pair` builds them."""
+    return {
+        "encoder": [data_dim, *reversed(hidden), 2 * latent_dim],
+        "decoder": [latent_dim, *hidden, data_dim],
+    }
+
+
+def _torch_linear_init(fan_in: int, shape: tuple[int, ...]):
+    """nn.Linear's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as a lazy
+    ``numpyro.param`` initial value (a function of a PRNG key)."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return lambda key: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
+def _mlp(net: str, sizes: list[int], h):
+    """The network ``net`` applied to h (..., sizes[0]) -> (..., sizes[-1]): Linear layers
+    with softplus between them; parameters named as the nn.Sequential's state_dict keys."""
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        if k:
+            h = jax.nn.softplus(h)
+        # weights are (in, out), the transpose of nn.Linear's, so that h @ w needs no transpose
+        w = numpyro.param(f"{net}.{2 * k}.weight", _torch_linear_init(n_in, (n_in, n_out)))
+        b = numpyro.param(f"{net}.{2 * k}.bias", _torch_linear_init(n_in, (n_out,)))
+        h = h @ w + b
+    return h
+
+
+def params_from_torch(encoder: torch.nn.Module, decoder: torch.nn.Module) -> dict:
+    """NumPyro parameters (name -> jax array) equal to the PyTorch networks' weights."""
+    params = {}
+    for net, module in zip(NETWORKS, (encoder, decoder), strict=True):
+        for key, value in module.state_dict().items():
+            value = value.detach().cpu().numpy()
+            params[f"{net}.{key}"] = jnp.asarray(value.T if key.endswith("weight") else value)
+    return params
+
+
+def params_to_torch(params: dict, encoder: torch.nn.Module, decoder: torch.nn.Module):
+    """Copies of ``encoder`` and ``decoder`` holding NumPyro's parameters."""
+    copies = []
+    for net, module in zip(NETWORKS, (encoder, decoder), strict=True):
+        module = copy.deepcopy(module)
+        state = {}
+        for key in module.state_dict():
+            value = np.asarray(params[f"{net}.{key}"])
+            state[key] = torch.tensor(value.T if key.endswith("weight") else value)
+        module.load_state_dict(state)
+        copies.append(module)
+    return tuple(copies)
+
+
+def vae_model(x, sizes, n):
+    """p(z) p(x | z) for a batch x (B, D) of n examples; ``sizes`` from :func:`layer_sizes`."""
+    with numpyro.plate("data", n, subsample_size=x.shape[0]):
+        z = numpyro.sample("z", dist.Normal(jnp.zeros(sizes["decoder"][0]), 1.0).to_event(1))
+        logits = _mlp("decoder", sizes["decoder"], z)
+        numpyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+
+def vae_guide(x, sizes, n):
+    """q(z | x) = N(mu(x), diag(sigma(x)^2)) with (mu, log sigma) = encoder(x)."""
+    loc, log_scale = jnp.split(_mlp("encoder", sizes["encoder"], x), 2, axis=-1)
+    with numpyro.plate("data", n, subsample_size=x.shape[0]):
+        numpyro.sample("z", dist.Normal(loc, jnp.exp(log_scale)).to_event(1))
+
+
+@functools.cache
+def _svi(sizes: tuple, n: int, lr: float, elbo: str):
+    """(SVI, its jitted init, its jitted step) for the setting: one compilation per setting
+    and batch shape, shared by every :class:`NumPyroVAE` of that setting (seeds, weights)."""
+    loss = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[elbo]()
+    svi = SVI(vae_model, vae_guide, numpyro.optim.Adam(lr), loss, sizes=dict(sizes), n=n)
+
+    def update(state, x, idx):
+        """One SVI step on the binarized rows ``idx`` of x; returns (state, loss)."""
+        key, draw = jax.random.split(state.rng_key)
+        batch = jax.random.bernoulli(draw, x[idx]).astype(x.dtype)
+        return svi.update(state._replace(rng_key=key), batch)
+
+    # init compiled: op by op it takes seconds (each eager op compiles on first use); the
+    # state's buffers are replaced by the step's outputs: donating them saves copies
+    return svi, jax.jit(svi.init), jax.jit(update, donate_argnums=0)
+
+
+@functools.cache
+def _elbo_estimate(sizes: tuple, m: int, particles: int):
+    """Jitted (key, params, x) -> -ELBO of the M rows of x summed, ``particles`` draws each."""
+    loss = Trace_ELBO(num_particles=particles)
+    return jax.jit(lambda key, params, x: loss.loss(key, params, vae_model, vae_guide, x,
+                                                     sizes=dict(sizes), n=m))
+
+
+class NumPyroVAE:
+    """The VAE as a NumPyro model and guide, trained by SVI with a jitted step.
+
+    Parameters
+    ----------
+    x_train : (N, D) float array
+        Grey levels in [0, 1]; each batch is drawn into binary pixels x ~ Bernoulli(x_train).
+    batch_size : int
+        B; the last batch of an epoch keeps the remainder (its own compiled shape).
+    seed : int
+        Seeds the SVI state's key (noise and binarization) and the epochs' shuffles.
+    init_params : dict, optional
+        Initial parameters (:func:`params_from_torch`); default PyTorch's initialisation
+        drawn from the seed.
+    elbo : "trace" or "meanfield"
+        ``Trace_ELBO`` (Monte Carlo KL) or ``TraceMeanField_ELBO`` (closed-form KL).
+    config : RunConfig, optional
+        Widths, latent size and learning rate (default: the project's defaults).
+    """
+
+    def __init__(self, x_train, batch_size: int, seed: int = 0, init_params=None,
+                 elbo: str = "trace", config=None):
+        config = config or load_config(None)
+        x_train = np.asarray(x_train, dtype=np.float32)
+        self.x = jnp.asarray(x_train)
+        self.n, data_dim = self.x.shape
+        self.batch_size = batch_size
+        self.sizes = layer_sizes(data_dim, config.model.latent_dim, config.model.hidden)
+        self._frozen = tuple((net, tuple(widths)) for net, widths in self.sizes.items())
+        self.svi, init, self._step = _svi(self._frozen, self.n, config.train.lr, elbo)
+        self.shuffle = np.random.default_rng(seed)
+        start = time.perf_counter()
+        self.state = init(jax.random.PRNGKey(seed), x_train[:batch_size], init_params=init_params)
+        jax.block_until_ready(self.state)
+        self.init_seconds = time.perf_counter() - start
+
+    def epoch(self) -> tuple[float, float]:
+        """One epoch over a fresh shuffle: (seconds, mean loss per example), the loss being
+        -ELBO (nats per example) averaged over the epoch's steps."""
+        start = time.perf_counter()
+        order = self.shuffle.permutation(self.n).astype(np.int32)
+        losses = []
+        for begin in range(0, self.n, self.batch_size):
+            self.state, loss = self._step(self.state, self.x, order[begin:begin + self.batch_size])
+            losses.append(loss)
+        jax.block_until_ready(self.state)
+        mean_loss = float(np.mean(jax.device_get(losses))) / self.n
+        return time.perf_counter() - start, mean_loss
+
+    @property
+    def params(self) -> dict:
+        """The current parameters, name -> array (the next epoch's step reuses their buffers:
+        copy what is to outlive it)."""
+        return self.svi.get_params(self.state)
+
+    def elbo(self, x, particles: int = 100, seed: int = 0, chunk: int = 10) -> float:
+        """NumPyro's own estimate of the mean ELBO (nats per example) of the rows of x (M, D),
+        binary pixels, ``particles`` draws each, drawn ``chunk`` at a time (memory)."""
+        x = jnp.asarray(np.asarray(x, dtype=np.float32))
+        loss = _elbo_estimate(self._frozen, x.shape[0], chunk)  # n = M: the ELBO of x itself
+        keys = jax.random.split(jax.random.PRNGKey(seed), -(-particles // chunk))
+        return -float(np.mean([loss(key, self.params, x) for key in keys])) / x.shape[0]
+
+
+def numpyro_examples_per_second(x_train: np.ndarray, batch_size: int, epochs: int,
+                                seed: int = 0) -> float:
+    """Examples per second of NumPyro's VAE (the project's default sizes) on ``x_train``
+    (N, D) grey levels: one warm-up epoch (compilation), then ``epochs`` timed epochs."""
+    vae = NumPyroVAE(x_train, batch_size, seed)
+    vae.epoch()
+    seconds = sum(vae.epoch()[0] for _ in range(epochs))
+    return vae.n * epochs / seconds
+
+
+def throughput(batch_size: int, args, data) -> list[dict]:
+    """Rows (route, batch, s/epoch, examples/s, ratio to NumPyro, one-time s) at one batch size."""
+    config, x_train, _, transform, model0, guide0, encoder0, decoder0 = data
+    encoder, decoder = copy.deepcopy(encoder0), copy.deepcopy(decoder0)
+    optimizer = plain_optimizer(encoder, decoder, config.train.lr)
+    fit_setup = []
+    names = {
+        "numpyro": f"NumPyro, {args.numpyro_elbo} ELBO, jax.jit(svi.update)",
+        "fit": f"fit, default (elbo={config.inference.elbo}, precision={config.train.precision})",
+        "plain": "plain PyTorch (lecture.plain_vae)",
+    }
+    vae = NumPyroVAE(x_train.numpy(), batch_size, args.seed, params_from_torch(encoder, decoder),
+                     args.numpyro_elbo, config)
+    epochs = {
+        "numpyro": lambda: vae.epoch()[0],
+        "fit": fit_route(model0, guide0, x_train, batch_size, transform, config.inference.elbo,
+                         fit_setup, precision=config.train.precision),
+        "plain": lambda: train_plain_epoch(encoder, decoder, optimizer, x_train, batch_size,
+                                           transform),
+    }
+    # the warm-up: JAX compiles its step (a second shape for a ragged last batch) here
+    first = {key: epoch() for key, epoch in epochs.items() if key != "fit"}
+    first["numpyro"] += vae.init_seconds
+    # each timed epoch follows an untimed one of its own (fit's two epochs do so by themselves)
+    turns = {key: epoch if key == "fit" else (lambda epoch=epoch: (epoch(), epoch())[1])
+             for key, epoch in epochs.items()}
+    seconds = median_seconds(args.repeats, turns)
+    n = x_train.shape[0]
+    rows = []
+    for key, s in seconds.items():
+        once = statistics.mean(fit_setup) if key == "fit" else first[key] - s
+        rows.append({"route": names[key], "key": key, "batch": batch_size, "seconds": s,
+                     "examples_per_s": n / s, "ratio": seconds["numpyro"] / s,
+                     "one_time_s": max(once, 0.0)})
+    return rows
+
+
+def quality(args, seed: int, data) -> dict:
+    """Test ELBO (nats per example) of NumPyro and of ``fit`` after ``--quality-epochs``
+    epochs from the seed's initial weights, by the same evaluator; NumPyro's own estimate."""
+    config, x_train, x_test, transform, model0, guide0, encoder0, decoder0 = data
+    t = config.train
+    vae = NumPyroVAE(x_train.numpy(), t.batch_size, seed, params_from_torch(encoder0, decoder0),
+                     args.numpyro_elbo, config)
+    evaluate = lambda: plain_test_elbo(
+        model0, guide0, *params_to_torch(vae.params, encoder0, decoder0), x_test,
+        particles=args.particles)
+    initial = evaluate()
+    losses = [vae.epoch()[1] for _ in range(args.quality_epochs)]
+    model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
+    fit(model, guide, x_train, epochs=args.quality_epochs, batch_size=t.batch_size, lr=t.lr,
+        elbo=config.inference.elbo, seed=seed, batch_transform=transform, progress=False,
+        precision=t.precision)
+    return {"seed": seed, "numpyro_initial": initial, "numpyro_losses": losses,
+            "numpyro": evaluate(), "fit": test_elbo(model, guide, x_test, args.particles),
+            "numpyro_own": vae.elbo(x_test.numpy(), args.particles)}
+
+
+def load(args, seed: int) -> tuple:
+    """``common.setup`` for the seed, the training images tiled or cut to ``--train-size``."""
+    config, x_train, *rest = setup(seed=seed)
+    if args.train_size:
+        x_train = x_train.repeat(-(-args.train_size // x_train.shape[0]), 1)[: args.train_size]
+    return (config, x_train, *rest)
+
+
+def markdown(rows: list[dict], qualities: list[dict], args) -> str:
+    """The throughput table, then the test-ELBO table with its mean difference."""
+    lines = ["| route | batch | s/epoch | examples/s | ratio to NumPyro | one-time s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['route']} | {r['batch']} | {r['seconds']:.3f} "
+                     f"| {r['examples_per_s']:,.0f} | {r['ratio']:.2f} | {r['one_time_s']:.2f} |")
+    lines.append(f"\n{rows[0]['n']} dynamically binarized mnist5k training images, median of "
+                 f"{args.repeats} turns; one-time: the first epoch's extra seconds (JAX's "
+                 "compilation and SVI set-up; fit's set-up).")
+    if qualities:
+        lines += ["", "| seed | NumPyro | fit, default | fit - NumPyro | NumPyro at the start "
+                      "| NumPyro, its own estimate |", "|---:|---:|---:|---:|---:|---:|"]
+        for q in qualities:
+            lines.append(f"| {q['seed']} | {q['numpyro']:.3f} | {q['fit']:.3f} "
+                         f"| {q['fit'] - q['numpyro']:+.3f} | {q['numpyro_initial']:.3f} "
+                         f"| {q['numpyro_own']:.3f} |")
+        mean = statistics.mean(q["fit"] - q["numpyro"] for q in qualities)
+        lines.append(f"\nTest ELBO (nats per example, higher is better) after "
+                     f"{args.quality_epochs} epochs at batch {qualities[0]['batch']}, "
+                     f"{args.particles} particles per binarized test image, the same evaluator "
+                     f"for both; mean fit - NumPyro = {mean:+.3f} nats over {len(qualities)} "
+                     "seed(s) (target: within 0.3).")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    """Run the comparison; returns the rows, the test-ELBO results and the Markdown text."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-sizes", default="128,1024")
+    parser.add_argument("--quality-epochs", type=int, default=10, help="0 skips the ELBO check")
+    parser.add_argument("--quality-seeds", default="0,1,2")
+    parser.add_argument("--particles", type=int, default=100, help="per test image")
+    parser.add_argument("--train-size", type=int,
+                        help="tile (or cut) the training images to N rows")
+    parser.add_argument("--numpyro-elbo", choices=("trace", "meanfield"), default="trace")
+    parser.add_argument("--seed", type=int, default=0, help="of the throughput tables")
+    parser.add_argument("--markdown", help="also write the tables to this file (the README's "
+                                           "docs/results/vs_numpyro.md)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny setting (tests): 512 images, batch 128, one turn, 2 epochs")
+    args = parser.parse_args(argv)
+    if not numpyro_available():
+        parser.exit(2, "vs_numpyro.py needs numpyro and jax: pip install -e '.[bench]'\n")
+    if args.quick:
+        args.repeats, args.batch_sizes, args.train_size = 1, "128", 512
+        args.quality_epochs, args.quality_seeds, args.particles = 2, "0", 10
+    header = (f"VAE 784-400-50 on mnist5k, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch "
+              f"{torch.__version__} ({torch.get_num_threads()} intra-op threads), "
+              f"pyro {pyro.__version__}, numpyro {numpyro.__version__}, "
+              f"jax {jax.__version__} ({jax.devices()[0]})")
+    print(header, flush=True)
+    data = load(args, args.seed)
+    rows = []
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        rows += [dict(r, n=data[1].shape[0]) for r in throughput(batch_size, args, data)]
+        print(f"batch {batch_size} done", flush=True)
+    qualities = []
+    if args.quality_epochs:
+        for seed in (int(s) for s in args.quality_seeds.split(",")):
+            seeded = data if seed == args.seed else load(args, seed)  # the same initial weights
+            qualities.append(dict(quality(args, seed, seeded), batch=data[0].train.batch_size))
+    table = markdown(rows, qualities, args)
+    print(f"\n{table}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"<!-- written by benchmarks/vs_numpyro.py"
+                    f"{' --quick' if args.quick else ''} -->\n"
+                    f"Measured {time.strftime('%Y-%m-%d')} side by side, taking turns: "
+                    f"{header}.\n\n{table}\n")
+    return {"rows": rows, "quality": qualities, "table": table}
+
+
+if __name__ == "__main__":
+    main()

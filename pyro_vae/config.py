@@ -29,6 +29,7 @@ from .nets import ACTIVATIONS, NETWORKS
 from .priors import PRIORS
 from .train import PRECISIONS
 from .train.schedules import LR_SCHEDULES
+from .train.threads import check_threads
 
 __all__ = [
     "MAX_COUNT",
@@ -205,8 +206,10 @@ class TrainConfig:
     adam_eps: float = 1e-8
     # TensorBoard event files go to <log_dir>/<run id> (None: no TensorBoard log)
     log_dir: str | None = None
+    threads: int | str = "auto"  # torch's intra-op threads; "auto": pyro_vae.train.threads
 
     def validate(self) -> None:
+        check_threads(self.threads)
         check_count("train.epochs", self.epochs)
         check_count("train.batch_size", self.batch_size)
         _greater("train.lr", self.lr, 0.0)
@@ -302,8 +305,9 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(key, inner, value)
+        inner = [a for a in args if a is not type(None)]
+        # int | str (train.threads): the section's validate checks the value
+        return _coerce(key, inner[0], value) if len(inner) == 1 else value
     if origin is list:
         if not isinstance(value, list):
             raise UserError(f"{key} must be a list, got {value!r}")

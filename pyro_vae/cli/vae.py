@@ -63,12 +63,13 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         return train_vae(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     payload = load_resumable(args.resume)
     require_checkpoint_plugins(payload, args.resume)
-    epochs = [item for item in overrides if item.startswith("train.epochs=")]
-    if args.config is not None or len(epochs) != len(overrides):
+    kept = [item for item in overrides if item.startswith(_RESUME_KEYS)]
+    if args.config is not None or len(kept) != len(overrides):
         raise UserError(
-            "--resume continues a run with its saved config; only --epochs may be given"
+            "--resume continues a run with its saved config; only --epochs and --threads may "
+            "be given"
         )
-    config = RunConfig.from_dict(apply_overrides(payload["config"], epochs))
+    config = RunConfig.from_dict(apply_overrides(payload["config"], kept))
     _refuse_edited_config(Path(args.resume) / "config.toml", config)
     done = payload.get("epoch")
     if isinstance(done, int) and config.train.epochs < done:
@@ -85,7 +86,7 @@ def _refuse_edited_config(path: Path, config: RunConfig) -> None:
     on_disk, saved = load_config(path).to_dict(), config.to_dict()
     edited = [f"{section}.{key}" for section, values in on_disk.items()
               for key, value in values.items()
-              if value != saved[section][key] and f"{section}.{key}" != "train.epochs"]
+              if value != saved[section][key] and f"{section}.{key}=" not in _RESUME_KEYS]
     if edited:
         raise UserError(f"{path} was edited ({', '.join(edited)}); --resume continues the run "
                         f"as saved: undo the edit, or start a new run with --config {path}")
@@ -122,6 +123,9 @@ def _train_distributed(args: argparse.Namespace, config: RunConfig) -> dict[str,
     return json.loads((out / "metrics.json").read_text())
 
 
+# what a resume may change: the length of the run and the machine's share of it, not the run
+_RESUME_KEYS = ("train.epochs=", "train.threads=")
+
 # command-line flag -> config key it overrides (the flag wins over --config and --set)
 _TRAIN_FLAGS = {
     "dataset": "data.dataset",
@@ -139,7 +143,19 @@ _TRAIN_FLAGS = {
     "device": "train.device",
     "precision": "train.precision",
     "tensorboard": "train.log_dir",
+    "threads": "train.threads",
 }
+
+
+def _threads(text: str) -> int | str:
+    """``--threads``' type: ``auto`` or a whole number (its range is the config's check)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a number of threads (1, 2, ...) or auto") from None
 
 
 # the most samples ``sample`` draws into its one grid image (100 x 100 tiles)
@@ -263,6 +279,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
+    train.add_argument("--threads", type=_threads, metavar="N|auto",
+                       help="torch's intra-op threads; auto (the config's default): the usable "
+                            "cores less those other processes keep busy")
     add_tensorboard(train, "to DIR/<run id>")
     add_out(train, None, "folder for metrics.json, checkpoint.pt, config and figures "
                          "(default: a new runs/train-<date>-<time>)")

@@ -26,7 +26,8 @@ from ..guides import active_units
 from ..plots import vae as plots
 from ..plots.common import image_grid
 from ..plugins import loaded_plugins, require_plugins
-from ..train import TrainingLog, fit
+from ..progress import say
+from ..train import TrainingLog, fit, resolve_threads, using_threads
 from ..train.checkpoint import (
     load_checkpoint,
     previous_checkpoint,
@@ -178,39 +179,46 @@ def train_vae(
         "binary_data": binary,
         "plugins": loaded_plugins(),  # restore_vae asks for them by name
     }
-    result = fit(
-        model,
-        guide,
-        shard(x_train, rank, world) if distributed else x_train,
-        x_test=x_test,
-        epochs=t.epochs,
-        batch_size=max(1, t.batch_size // world),  # W processes make the configured batch
-        lr=t.lr,
-        elbo=config.inference.elbo,
-        num_particles=config.inference.num_particles,
-        max_plate_nesting=config.inference.max_plate_nesting,
-        seed=t.seed + rank,  # each process its own draws; rank 0 those of a single process
-        batch_transform=transform,
-        checkpoint=out / "checkpoint.pt" if lead else None,
-        progress=progress and lead,
-        kl_warmup_epochs=config.inference.kl_warmup_epochs,
-        free_bits=config.inference.free_bits,
-        kl_weight=config.inference.kl_weight,
-        resume=resume,
-        checkpoint_extra=checkpoint_extra,
-        distributed=distributed,
-        precision=t.precision,
-        lr_schedule=make_schedule(t.schedule, t.lr_decay, t.lr_step),
-        betas=tuple(t.adam_betas),
-        eps=t.adam_eps,
-        log=log,
-    )
-    if not lead:
-        return {}
-    trained = TrainedVAE(model, guide, config, dataset.dim, dataset.image_shape, binary)
-    start = time.perf_counter()
-    final = evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed,
-                         progress=progress)
+    # a process measures the load at its first run and keeps the choice (train/threads.py);
+    # training and the final evaluation both run at it
+    threads, threads_reason = resolve_threads(t.threads)
+    if progress and lead:
+        say(f"threads: {threads} ({threads_reason})")
+    with using_threads(threads):
+        result = fit(
+            model,
+            guide,
+            shard(x_train, rank, world) if distributed else x_train,
+            x_test=x_test,
+            epochs=t.epochs,
+            batch_size=max(1, t.batch_size // world),  # W processes make the configured batch
+            lr=t.lr,
+            elbo=config.inference.elbo,
+            num_particles=config.inference.num_particles,
+            max_plate_nesting=config.inference.max_plate_nesting,
+            seed=t.seed + rank,  # each process its own draws; rank 0 those of a single process
+            batch_transform=transform,
+            checkpoint=out / "checkpoint.pt" if lead else None,
+            progress=progress and lead,
+            kl_warmup_epochs=config.inference.kl_warmup_epochs,
+            free_bits=config.inference.free_bits,
+            kl_weight=config.inference.kl_weight,
+            resume=resume,
+            checkpoint_extra=checkpoint_extra,
+            distributed=distributed,
+            precision=t.precision,
+            lr_schedule=make_schedule(t.schedule, t.lr_decay, t.lr_step),
+            betas=tuple(t.adam_betas),
+            eps=t.adam_eps,
+            log=log,
+        )
+        if not lead:
+            return {}
+        trained = TrainedVAE(model, guide, config, dataset.dim, dataset.image_shape, binary)
+        start = time.perf_counter()
+        final = evaluate_vae(trained, x_test, config.inference.eval_particles, seed=t.seed,
+                             progress=progress)
+        evaluation_seconds = time.perf_counter() - start
     metrics = {
         "run_id": run_id,
         "dataset": dataset.name,
@@ -221,11 +229,13 @@ def train_vae(
         "train_elbo": result.train_elbo,
         "test_elbo_per_epoch": result.test_elbo,
         **final,
-        "evaluation_seconds": time.perf_counter() - start,
+        "evaluation_seconds": evaluation_seconds,
         "seconds_per_epoch": result.seconds_per_epoch,
         # every process saw as many examples as this one, in the same time
         "examples_per_second": world * result.examples_per_second,
         "world_size": world,
+        "threads": threads,
+        "threads_reason": threads_reason,
         "checkpoint": str(result.checkpoint),
         "config": config.to_dict(),
     }

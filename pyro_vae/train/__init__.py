@@ -1,9 +1,11 @@
-"""Training by SVI: :func:`fit`, its step, its guards, its checkpoints and its TensorBoard log."""
+"""Training by SVI: :func:`fit`, its step, its guards, its checkpoints, its TensorBoard log and
+its thread count."""
 
 from .fit import PRECISIONS, fit
 from .guards import CHECK_EVERY, TrainingDiverged, TrainingInterrupted
 from .state import FitResult
 from .tensorboard import TrainingLog
+from .threads import resolve_threads, using_threads
 
 __all__ = [
     "CHECK_EVERY",
@@ -13,4 +15,6 @@ __all__ = [
     "TrainingInterrupted",
     "TrainingLog",
     "fit",
+    "resolve_threads",
+    "using_threads",
 ]

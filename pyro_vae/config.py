@@ -27,9 +27,8 @@ from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, MIN_GAUSSIAN_SCALE
 from .nets import ACTIVATIONS, NETWORKS
 from .priors import PRIORS
-from .train import PRECISIONS
+from .train import PRECISIONS, check_threads
 from .train.schedules import LR_SCHEDULES
-from .train.threads import check_threads
 
 __all__ = [
     "MAX_COUNT",

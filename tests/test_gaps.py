@@ -224,6 +224,8 @@ def test_gaps_command_writes_its_table(checkpoint, tmp_path, capsys, one_thread)
     assert (out / "gaps.png").stat().st_size > 0
     assert (out / "posterior.png").stat().st_size > 0  # a 2-D code: the posterior panels
     assert metrics["nuts"][0]["image"] == 0 and "max_r_hat" in metrics["nuts"][0]
+    # auto threads, never more than the one the fixture left torch
+    assert metrics["threads"] == 1 and metrics["threads_reason"].startswith("auto: ")
 
 
 @pytest.mark.parametrize(

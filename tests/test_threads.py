@@ -149,11 +149,19 @@ def test_a_bad_config_value_names_the_key(value):
     ("-1", 'train.threads must be "auto" or an integer from 1 to 1024, got -1'),
     ("abc", "argument --threads: 'abc': give a number of threads (1, 2, ...) or auto"),
 ])
-def test_a_bad_flag_exits_2_with_one_line(value, message, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("command", ["train", "gaps"])
+def test_a_bad_flag_exits_2_with_one_line(command, value, message, tmp_path, monkeypatch,
+                                          capsys):
+    """``gaps`` takes the same flag; its message names the flag, ``train``'s the config key
+    the flag sets."""
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--threads", value]) == 2
+    argv = [command, "--threads", value]
+    if command == "gaps":
+        argv += ["--checkpoint", str(tmp_path / "missing.pt")]  # the flag is checked first
+        message = message.replace("train.threads", "--threads")
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"pyro-vae train: error: {message}"
+    assert err == f"pyro-vae {command}: error: {message}"
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 

@@ -127,6 +127,24 @@ def add_tensorboard(parser: argparse.ArgumentParser, where: str = "under DIR") -
                              "package; then: tensorboard --logdir DIR)")
 
 
+def _threads(text: str) -> int | str:
+    """``--threads``' type: ``auto`` or a whole number (its range is checked where it is used)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a number of threads (1, 2, ...) or auto") from None
+
+
+def add_threads(parser: argparse.ArgumentParser, default: int | str | None) -> None:
+    """``--threads N|auto``: torch's intra-op threads (``pyro_vae.train.threads``)."""
+    parser.add_argument("--threads", type=_threads, default=default, metavar="N|auto",
+                        help="torch's intra-op threads; auto (the default): the usable cores "
+                             "less those other processes keep busy")
+
+
 def add_idata(parser: argparse.ArgumentParser, help: str) -> None:
     """``--idata FILE.nc``: ArviZ InferenceData written to NetCDF."""
     parser.add_argument("--idata", type=netcdf_path, metavar="FILE.nc", help=help)

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.gaps import GapsOptions, run_gaps
-from .common import add_eval_particles, add_out, add_reporting, add_seed, fresh_out, nats
+from .common import (
+    add_eval_particles,
+    add_out,
+    add_reporting,
+    add_seed,
+    add_threads,
+    fresh_out,
+    nats,
+)
 
 __all__ = ["add_command"]
 
@@ -18,7 +26,7 @@ def _gaps(args: argparse.Namespace) -> dict[str, Any]:
         ais_chains=args.ais_chains, leapfrog=args.leapfrog, refine_steps=args.refine_steps,
         refine_particles=args.refine_particles, flow_layers=args.flow_layers,
         nuts_images=args.nuts_images, nuts_samples=args.nuts_samples,
-        nuts_chains=args.nuts_chains, seed=args.seed,
+        nuts_chains=args.nuts_chains, seed=args.seed, threads=args.threads,
     )
     return run_gaps(args.checkpoint, args.out or fresh_out("gaps"), options,
                     overwrite=args.overwrite, progress=not args.quiet)
@@ -72,6 +80,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     gaps.add_argument("--nuts-chains", type=int, default=defaults.nuts_chains,
                       help="NUTS chains per image")
     add_seed(gaps)
+    add_threads(gaps, defaults.threads)
     add_out(gaps, None, "folder for metrics.json, gaps.csv, gaps.md and the figures "
                         "(default: a new runs/gaps-<date>-<time>)")
     gaps.add_argument("--quiet", action="store_true", help="no progress lines")

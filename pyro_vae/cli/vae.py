@@ -38,6 +38,7 @@ from .common import (
     add_reporting,
     add_seed,
     add_tensorboard,
+    add_threads,
     add_train_particles,
     fresh_out,
     nats,
@@ -145,17 +146,6 @@ _TRAIN_FLAGS = {
     "tensorboard": "train.log_dir",
     "threads": "train.threads",
 }
-
-
-def _threads(text: str) -> int | str:
-    """``--threads``' type: ``auto`` or a whole number (its range is the config's check)."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give a number of threads (1, 2, ...) or auto") from None
 
 
 # the most samples ``sample`` draws into its one grid image (100 x 100 tiles)
@@ -279,9 +269,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         choices=tuple(PRECISIONS),
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
     )
-    train.add_argument("--threads", type=_threads, metavar="N|auto",
-                       help="torch's intra-op threads; auto (the config's default): the usable "
-                            "cores less those other processes keep busy")
+    add_threads(train, None)  # None: the config's train.threads
     add_tensorboard(train, "to DIR/<run id>")
     add_out(train, None, "folder for metrics.json, checkpoint.pt, config and figures "
                          "(default: a new runs/train-<date>-<time>)")

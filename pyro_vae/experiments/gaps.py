@@ -43,6 +43,7 @@ from ..inference.local_refinement import LocalFit, refine_gaussian
 from ..inference.posterior_nuts import PosteriorDraws, posterior_nuts
 from ..plots import gaps as plots
 from ..progress import progress_bar, say
+from ..train import check_threads, resolve_threads, using_threads
 from .runs import prepare_out, write_atomically, write_metrics
 from .vae import TrainedVAE, restore_vae
 
@@ -80,10 +81,12 @@ class GapsOptions:
     nuts_samples: int = 200  # per chain, and as many warm-up steps
     nuts_chains: int = 2
     seed: int = 0
+    threads: int | str = "auto"  # torch's intra-op threads (pyro_vae.train.threads)
 
     def check(self) -> None:
         """A :class:`UserError` naming the first budget out of range."""
         check_count("--eval-particles", self.eval_particles, MAX_PARTICLES)
+        check_threads(self.threads, "--threads")
         for flag, value in (("--images", self.images), ("--ais-steps", self.ais_steps),
                             ("--ais-chains", self.ais_chains), ("--leapfrog", self.leapfrog),
                             ("--refine-steps", self.refine_steps),
@@ -246,7 +249,11 @@ def run_gaps(checkpoint: str | Path, out: str | Path, options: GapsOptions, *,
     out = prepare_out(out, overwrite)  # refused before the long work
     trained = restore_vae(checkpoint, device)
     x, source = _test_images(trained, options.images, device)
-    columns, extra = inference_gaps(trained, x, options, progress)
+    threads, threads_reason = resolve_threads(options.threads)
+    if progress:
+        say(f"threads: {threads} ({threads_reason})")
+    with using_threads(threads):
+        columns, extra = inference_gaps(trained, x, options, progress)
     summary = {key: _mean_se(values) for key, values in columns.items()}
     budget = budget_line(options, x.shape[0])
     with (out / "gaps.csv").open("w", newline="") as f:
@@ -273,6 +280,8 @@ def run_gaps(checkpoint: str | Path, out: str | Path, options: GapsOptions, *,
         "ais_acceptance": summary["ais_acceptance"]["mean"],
         "nuts": extra["nuts"],
         "seconds": extra["seconds"],
+        "threads": threads,
+        "threads_reason": threads_reason,
         "files": {"per_image": str(out / "gaps.csv"), "table": str(out / "gaps.md")},
         "figures": figures,
     }

@@ -121,13 +121,13 @@ def using_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def check_threads(value) -> None:
+def check_threads(value, name: str = "train.threads") -> None:
     """A :class:`UserError` unless ``value`` is ``"auto"`` or a count from 1 to
-    :data:`MAX_THREADS` (``train.threads``)."""
+    :data:`MAX_THREADS`; the message names the setting ``name``."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
                            and 1 <= value <= MAX_THREADS):
         return
-    raise UserError(f'train.threads must be "auto" or an integer from 1 to {MAX_THREADS}, '
+    raise UserError(f'{name} must be "auto" or an integer from 1 to {MAX_THREADS}, '
                     f"got {value!r}")
 
 

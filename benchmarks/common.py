@@ -62,3 +62,12 @@ def plain_test_elbo(model, guide, encoder, decoder, x_test, particles: int = 100
     model, guide = copy.deepcopy(model), copy.deepcopy(guide)
     guide.encoder, model.decoder = encoder, decoder
     return test_elbo(model, guide, x_test, particles, seed)
+
+
+def write_markdown(path, script: str, quick: bool, intro: str, table: str) -> None:
+    """The table a benchmark measured, as the README's generated blocks read it: a first line
+    naming the script (and ``--quick``, whose numbers are not the README's), ``intro``, the
+    table."""
+    with open(path, "w") as f:
+        f.write(f"<!-- written by benchmarks/{script}{' --quick' if quick else ''} -->\n"
+                f"{intro}\n\n{table}\n")

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 
 import pyro
 import torch
-from common import median_seconds, setup
+from common import median_seconds, setup, write_markdown
 from vae_throughput import fit_route
 
 from pyro_vae.lecture.plain_vae import plain_optimizer, train_plain_epoch
@@ -179,11 +179,9 @@ def main(argv=None) -> dict:
     table = markdown(rows, args, data[1].shape[0])
     print(f"\n{table}")
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(f"<!-- written by benchmarks/contention.py"
-                    f"{' --quick' if args.quick else ''} -->\n"
-                    f"Measured {time.strftime('%Y-%m-%d')}, the routes taking turns in each "
-                    f"setting: {header}.\n\n{table}\n")
+        write_markdown(args.markdown, "contention.py", args.quick,
+                       f"Measured {time.strftime('%Y-%m-%d')}, the routes taking turns in each "
+                       f"setting: {header}.", table)
     return {"rows": rows, "table": table}
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from common import write_markdown
 from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture as SklearnMixture
 from threadpoolctl import threadpool_limits
@@ -182,11 +183,9 @@ def main() -> None:
     table = markdown(rows, args.threads)
     print(table)
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(f"<!-- written by benchmarks/gmm_vs_sklearn.py"
-                    f"{' --quick' if args.quick else ''} -->\n"
-                    f"Measured {time.strftime('%Y-%m-%d')} on the 2-core CPU, taking turns with "
-                    f"scikit-learn setting by setting:\n\n{table}\n")
+        write_markdown(args.markdown, "gmm_vs_sklearn.py", args.quick,
+                       f"Measured {time.strftime('%Y-%m-%d')} on the 2-core CPU, taking turns "
+                       f"with scikit-learn setting by setting:", table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

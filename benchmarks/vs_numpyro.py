@@ -49,7 +49,7 @@ import time
 import numpy as np
 import pyro
 import torch
-from common import median_seconds, plain_test_elbo, setup, test_elbo
+from common import median_seconds, plain_test_elbo, setup, test_elbo, write_markdown
 from vae_throughput import fit_route
 
 from pyro_vae.config import load_config
@@ -384,11 +384,9 @@ def main(argv=None) -> dict:
     table = markdown(rows, qualities, args)
     print(f"\n{table}")
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(f"<!-- written by benchmarks/vs_numpyro.py"
-                    f"{' --quick' if args.quick else ''} -->\n"
-                    f"Measured {time.strftime('%Y-%m-%d')} side by side, taking turns: "
-                    f"{header}.\n\n{table}\n")
+        write_markdown(args.markdown, "vs_numpyro.py", args.quick,
+                       f"Measured {time.strftime('%Y-%m-%d')} side by side, taking turns: "
+                       f"{header}.", table)
     return {"rows": rows, "quality": qualities, "table": table}
 
 

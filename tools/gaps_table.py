@@ -1,12 +1,13 @@
 """The README's inference-gap table, from the folders ``pyro-vae gaps`` wrote.
 
     python tools/gaps_table.py --out docs/results/vae_gaps.md \\
-        --row "default VAE (30 epochs)=runs/gaps/default_gaps" \\
-        --row "vae_iaf_guide (10 epochs)=runs/gaps/iaf_gaps" \\
+        --row "default VAE, full MNIST (30 epochs)=runs/gaps/mnist_default_gaps" \\
+        --row "vae_vamp_prior, full MNIST (30 epochs)=runs/gaps/mnist_vamp_gaps" \\
         --command "pyro-vae gaps --checkpoint runs/gaps/NAME/checkpoint.pt --images 100 ..."
 
 One column per run: every quantity's mean over images with its standard error (from the run's
-``metrics.json``), and the paired difference AIS - IS per image (from its ``gaps.csv``).
+``metrics.json``), the paired difference AIS - IS per image (from its ``gaps.csv``), and the
+NUTS images' diagnostics.
 """
 
 from __future__ import annotations
@@ -40,13 +41,26 @@ def paired(folder: Path, a: str, b: str) -> tuple[float, float]:
     return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
 
 
+def _nuts_cell(rows: list[dict]) -> str:
+    """q's and q*'s largest mean errors over the NUTS images, with the chains' diagnostics."""
+    if not rows:
+        return "not run"
+    return (f"q {max(r['mean_error_q'] for r in rows):.2f}, q* "
+            f"{max(r['mean_error_q_star'] for r in rows):.2f} ({len(rows)} images; R-hat <= "
+            f"{max(r['max_r_hat'] for r in rows):.3f}, ESS >= "
+            f"{min(r['min_ess'] for r in rows):.0f}, "
+            f"{sum(r['divergences'] for r in rows)} divergences)")
+
+
 def table(runs: dict[str, Path], command: str) -> str:
     metrics = {label: json.loads((folder / "metrics.json").read_text())
                for label, folder in runs.items()}
     budget = {m["budget"] for m in metrics.values()}
+    data = {m["data"] for m in metrics.values()}
     lines = [
         f"<!-- written by tools/gaps_table.py from {', '.join(map(str, runs.values()))} -->",
-        "Inference gaps (Cremer, Li & Duvenaud, 2018) of trained VAEs on mnist5k test images, "
+        "Inference gaps (Cremer, Li & Duvenaud, 2018) of trained VAEs, test images of "
+        f"{' / '.join(sorted(data))}, "
         "nats per image, mean ± standard error over images (gap rows: per-image differences). "
         f"Budget: {' / '.join(sorted(budget))}; the reference log p(x) is per image the "
         "largest of the stochastic lower bounds (IS with q, AIS, IS with q*, IS with the flow).",
@@ -62,9 +76,12 @@ def table(runs: dict[str, Path], command: str) -> str:
     ais_is = [paired(folder, "log_px_ais", "log_px_is") for folder in runs.values()]
     lines.append("| AIS - IS, paired | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in ais_is)
                  + " |")
+    lines.append("| NUTS on z given x, first images: mean error of q, q* (posterior sds) | "
+                 + " | ".join(_nuts_cell(m["nuts"]) for m in metrics.values()) + " |")
     seconds = [m["seconds"] for m in metrics.values()]
-    lines.append("| seconds (IS / AIS / q* / flow) | " + " | ".join(
-        " / ".join(f"{s[k]:.0f}" for k in ("importance_sampling", "ais", "q_star", "flow"))
+    lines.append("| seconds (IS / AIS / q* / flow / NUTS) | " + " | ".join(
+        " / ".join(f"{s[k]:.0f}" for k in ("importance_sampling", "ais", "q_star", "flow",
+                                            "nuts"))
         for s in seconds) + " |")
     return "\n".join(lines) + "\n"
 

@@ -220,3 +220,20 @@ def test_the_compare_prose_agrees_with_the_vae_table():
     assert max(rows, key=lambda name: mean(name, 3)) == "meanfield"
     assert mean("iwae", 3) < mean("trace", 3)
     assert round(mean("iwae", 4) / mean("trace", 4)) == 3
+
+
+def test_the_contention_prose_agrees_with_its_table():
+    """The busy-machine paragraph's ratios, recomputed from docs/results/contention.md."""
+    rows = {int(row[0]): [float(c.replace(",", "")) for c in row[2:7]]
+            for row in _rows("contention.md") if row[0].isdigit()}
+    auto, one, two, _plain, numpyro = range(5)
+    ratio = lambda busy, route: rows[busy][route] / rows[0][route]  # noqa: E731
+    flat = " ".join(README.split())
+    for cells in rows.values():  # "within 5% of the best fixed thread count"
+        assert cells[auto] >= 0.95 * max(cells[one], cells[two])
+    assert f"runs at {rows[0][auto] / rows[0][numpyro]:.2f}x NumPyro" in flat
+    assert (f"keeps {ratio(1, auto):.0%} of its quiet speed where two threads keep "
+            f"{ratio(1, two):.0%}") in flat
+    assert f"({ratio(1, auto):.2f}) than NumPyro does ({ratio(1, numpyro):.2f})" in flat
+    assert f"({ratio(3, auto):.2f} and {ratio(3, numpyro):.2f})" in flat
+    assert f"({rows[3][two]:,.0f} examples/s at 2 threads)" in flat

@@ -26,6 +26,7 @@ from pyro_vae.train.threads import (
     parse_quota,
     read_quota,
     resolve_threads,
+    running_threads,
     using_threads,
 )
 
@@ -127,6 +128,16 @@ def test_a_number_is_kept_and_auto_stays_under_torchs_thread_count():
         assert torch.get_num_threads() == 1
         raise RuntimeError
     assert torch.get_num_threads() == before
+
+
+def test_running_threads_names_its_setting_prints_if_asked_and_restores(capsys):
+    before = torch.get_num_threads()
+    with running_threads(1, name="--threads", announce=True) as chosen:
+        assert chosen == (1, "set by --threads") and torch.get_num_threads() == 1
+    assert capsys.readouterr().err == "threads: 1 (set by --threads)\n"
+    with running_threads(1):
+        pass
+    assert capsys.readouterr().err == "" and torch.get_num_threads() == before
 
 
 def test_the_config_key_defaults_to_auto_and_round_trips():

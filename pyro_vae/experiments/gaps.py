@@ -43,7 +43,7 @@ from ..inference.local_refinement import LocalFit, refine_gaussian
 from ..inference.posterior_nuts import PosteriorDraws, posterior_nuts
 from ..plots import gaps as plots
 from ..progress import progress_bar, say
-from ..train import check_threads, resolve_threads, using_threads
+from ..train import check_threads, running_threads
 from .runs import prepare_out, write_atomically, write_metrics
 from .vae import TrainedVAE, restore_vae
 
@@ -249,10 +249,8 @@ def run_gaps(checkpoint: str | Path, out: str | Path, options: GapsOptions, *,
     out = prepare_out(out, overwrite)  # refused before the long work
     trained = restore_vae(checkpoint, device)
     x, source = _test_images(trained, options.images, device)
-    threads, threads_reason = resolve_threads(options.threads)
-    if progress:
-        say(f"threads: {threads} ({threads_reason})")
-    with using_threads(threads):
+    with running_threads(options.threads, name="--threads",
+                         announce=progress) as (threads, threads_reason):
         columns, extra = inference_gaps(trained, x, options, progress)
     summary = {key: _mean_se(values) for key, values in columns.items()}
     budget = budget_line(options, x.shape[0])

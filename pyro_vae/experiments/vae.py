@@ -26,8 +26,7 @@ from ..guides import active_units
 from ..plots import vae as plots
 from ..plots.common import image_grid
 from ..plugins import loaded_plugins, require_plugins
-from ..progress import say
-from ..train import TrainingLog, fit, resolve_threads, using_threads
+from ..train import TrainingLog, fit, running_threads
 from ..train.checkpoint import (
     load_checkpoint,
     previous_checkpoint,
@@ -181,10 +180,7 @@ def train_vae(
     }
     # a process measures the load at its first run and keeps the choice (train/threads.py);
     # training and the final evaluation both run at it
-    threads, threads_reason = resolve_threads(t.threads)
-    if progress and lead:
-        say(f"threads: {threads} ({threads_reason})")
-    with using_threads(threads):
+    with running_threads(t.threads, announce=progress and lead) as (threads, threads_reason):
         result = fit(
             model,
             guide,

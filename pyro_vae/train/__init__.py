@@ -5,7 +5,7 @@ from .fit import PRECISIONS, fit
 from .guards import CHECK_EVERY, TrainingDiverged, TrainingInterrupted
 from .state import FitResult
 from .tensorboard import TrainingLog
-from .threads import check_threads, resolve_threads, using_threads
+from .threads import check_threads, resolve_threads, running_threads, using_threads
 
 __all__ = [
     "CHECK_EVERY",
@@ -17,5 +17,6 @@ __all__ = [
     "check_threads",
     "fit",
     "resolve_threads",
+    "running_threads",
     "using_threads",
 ]

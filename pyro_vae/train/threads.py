@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..progress import say
 
 __all__ = [
     "MAX_THREADS",
@@ -55,6 +56,7 @@ __all__ = [
     "parse_quota",
     "read_quota",
     "resolve_threads",
+    "running_threads",
     "using_threads",
 ]
 
@@ -99,15 +101,28 @@ def choose_threads(usable: int, quota: float | None, load: float, *, limit: int 
     return max(1, threads), reason
 
 
-def resolve_threads(setting: int | str, cpus: CpuState | None = None) -> tuple[int, str]:
-    """(threads, reason) for ``train.threads``: a number as it is; ``"auto"``:
-    :func:`choose_threads` on ``cpus`` (default :func:`cpus_at_start`), at most torch's
-    present thread count."""
+def resolve_threads(setting: int | str, cpus: CpuState | None = None,
+                    name: str = "train.threads") -> tuple[int, str]:
+    """(threads, reason) for the setting ``name`` (``train.threads``, ``gaps --threads``): a
+    number as it is; ``"auto"``: :func:`choose_threads` on ``cpus`` (default
+    :func:`cpus_at_start`), at most torch's present thread count."""
     if setting != "auto":
-        return int(setting), "set by train.threads"
+        return int(setting), f"set by {name}"
     cpus = cpus or cpus_at_start()
     return choose_threads(cpus.usable, cpus.quota, cpus.load, limit=torch.get_num_threads(),
                           source=cpus.source)
+
+
+@contextmanager
+def running_threads(setting: int | str, *, name: str = "train.threads",
+                    announce: bool = False) -> Iterator[tuple[int, str]]:
+    """The block run at :func:`resolve_threads`'s choice for ``setting``, printed first
+    (``threads: N (reason)``) if ``announce``; yields (threads, reason) for ``metrics.json``."""
+    threads, reason = resolve_threads(setting, name=name)
+    if announce:
+        say(f"threads: {threads} ({reason})")
+    with using_threads(threads):
+        yield threads, reason
 
 
 @contextmanager

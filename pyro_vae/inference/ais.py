@@ -19,12 +19,14 @@ not used).  Run backwards from an exact posterior sample, which simulated data p
 the same sum estimates 1 / p(x), and minus its log-mean-exp is a stochastic upper bound:
 the two make the bidirectional Monte Carlo sandwich (Grosse et al., 2015; :func:`bdmc`).
 
-Every image and chain runs at once, (C, B, d) in the layout of :class:`LatentJoint`; each
-keeps its own step size, adapted towards an acceptance rate of 0.65 as the chain goes, as
-Wu et al. (2017) do.  Strictly, a step size that follows the chain's last accept or reject
-makes each kernel depend on the state it moves, which can bias the weights; against the
-exact log p(x) of probabilistic PCA (tests/test_gaps.py) the bias was below the Monte
-Carlo noise (0.02 nats at T = 300) and no larger than with a fixed step size.
+z is every latent site of the model concatenated (:class:`LatentJoint`; (z2, z1) for two
+stochastic layers), so each chain moves all layers at once.  Every image and chain runs at
+once, (C, B, d) in the layout of :class:`LatentJoint`; each keeps its own step size,
+adapted towards an acceptance rate of 0.65 as the chain goes, as Wu et al. (2017) do.
+Strictly, a step size that follows the chain's last accept or reject makes each kernel
+depend on the state it moves, which can bias the weights; against the exact log p(x) of
+probabilistic PCA (tests/test_gaps.py) the bias was below the Monte Carlo noise (0.02
+nats at T = 300) and no larger than with a fixed step size.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pyro import poutine
 from ..elbos.importance import CHUNK_ELEMENTS
 from ..errors import UserError
 from ..progress import progress_bar
-from .latent_joint import LATENT_SITE, LatentJoint
+from .latent_joint import LatentJoint
 
 __all__ = [
     "TARGET_ACCEPTANCE",
@@ -210,8 +212,9 @@ def bdmc(
         ``upper.log_likelihood`` is already the upper bound (the reverse estimate negated).
     """
     trace = poutine.trace(model).get_trace(None, n=num_images)
-    x, z = trace.nodes["x"]["value"], trace.nodes[LATENT_SITE]["value"]
+    x = trace.nodes["x"]["value"]
     joint = LatentJoint(model, x)
+    z = joint.join({name: trace.nodes[name]["value"] for name in joint.site_names})
     betas = sigmoid_schedule(steps)
     lower = ais(joint, betas, chains, leapfrog, step_size)
     reverse = ais(joint, betas.flip(0), chains, leapfrog, step_size,

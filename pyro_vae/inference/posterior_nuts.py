@@ -4,7 +4,8 @@ For one image x, NUTS (Hoffman & Gelman, 2014; Pyro's implementation) samples
 
     p(z | x)  proportional to  p(z) p(x | z)
 
-through the potential U(z) = -log p(x, z) of :class:`~.latent_joint.LatentJoint`.  Its
+through the potential U(z) = -log p(x, z) of :class:`~.latent_joint.LatentJoint`, z every
+latent site concatenated ((z2, z1) for two stochastic layers, sampled jointly).  Its
 draws give the posterior's mean and covariance, to hold q's and q*'s against, and its
 chains' split R-hat and effective sample size say whether they can be trusted.  The
 chains run one after another, each started at the encoder's mean (where the posterior
@@ -54,7 +55,8 @@ def posterior_nuts(
     model, x: torch.Tensor, init: torch.Tensor, samples: int = 200, warmup: int = 200,
     chains: int = 2,
 ) -> PosteriorDraws:
-    """NUTS on z | x for the single image x (D,), ``chains`` chains started at ``init`` (d,).
+    """NUTS on z | x for the single image x (D,), ``chains`` chains started at ``init`` (d,),
+    z and d as :class:`~.latent_joint.LatentJoint` concatenates them.
 
     ``samples`` and ``warmup`` are per chain (warm-up adapts the step size and a diagonal
     mass matrix, Pyro's defaults).

@@ -14,6 +14,13 @@ MADE weights, held as tensors with a leading dim B, so B flows are evaluated and
 at once by batched matrix products.  The last layer of each MADE starts at zero, so the
 flow starts as the identity: q starts at the encoder's Gaussian and the fit (the loop
 of :func:`~.local_refinement.fit_local`) can only add to its family.
+
+z is the concatenation of the model's latent sites (:class:`LatentJoint`).  For the
+two-layer VAE, z = (z2, z1) with d = d2 + d1 and the encoder's q(z1 | x) q(z2 | z1) is not
+a diagonal Gaussian on it; the base then starts at the diagonal Gaussian with the moments
+of that q, mu_j = E_q[z_j] and sigma_j = sd_q(z_j) from draws of the amortized guide, so
+the flow starts near (not at) the encoder's q: the correlation between the layers is what
+the autoregressive layers have to learn.
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..guides.hierarchical import HierarchicalGaussianGuide
 from .latent_joint import LatentJoint
-from .local_refinement import LocalFit, fit_in_chunks, fit_local, gaussian_head
+from .local_refinement import LocalFit, fit_in_chunks, fit_local, gaussian_head, guide_draws
 
-__all__ = ["LocalIAF", "fit_local_flow"]
+__all__ = ["LocalIAF", "flow_start", "fit_local_flow"]
 
 # |s| <= this: a layer scales each coordinate by at most e^3 either way (no overflow)
 _MAX_LOG_SCALE = 3.0
+# draws of a two-layer guide whose moments start the base: each moment within ~3% of sd
+_MOMENT_DRAWS = 1000
 
 
 def _made_masks(dim: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,19 +108,27 @@ class LocalIAF:
         return u, log_q
 
 
+def flow_start(guide, joint: LatentJoint) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loc, scale), each (B, d), where the base of ``joint``'s images starts: the Gaussian
+    head of a one-layer guide, or the moments of draws of the two-layer guide's q."""
+    if not isinstance(guide, HierarchicalGaussianGuide):
+        return gaussian_head(guide, joint.x)
+    z, _ = guide_draws(guide, joint, _MOMENT_DRAWS)
+    return z.mean(0), z.std(0)
+
+
 def fit_local_flow(
     model, guide, x: torch.Tensor, steps: int = 500, layers: int = 2, hidden: int | None = None,
     particles: int = 8, lr: float = 5e-2, eval_particles: int = 1000, bar=None,
 ) -> LocalFit:
-    """A :class:`LocalIAF` fitted to each row of x (N, D) alone, its base started at the
-    guide's Gaussian head, by the loop and stopping rule of
-    :func:`~.local_refinement.fit_local`."""
+    """A :class:`LocalIAF` fitted to each row of x (N, D) alone, its base started at
+    :func:`flow_start`, by the loop and stopping rule of :func:`~.local_refinement.fit_local`."""
     def fit_chunk(joint: LatentJoint, rows: torch.Tensor) -> LocalFit:
-        flow = LocalIAF(*gaussian_head(guide, rows), layers=layers, hidden=hidden)
+        flow = LocalIAF(*flow_start(guide, joint), layers=layers, hidden=hidden)
         return fit_local(joint, flow.sample, flow.base_parameters(), steps, particles, lr,
                          eval_particles, slow=flow.flow_parameters())
 
-    dim = gaussian_head(guide, x[:1])[0].shape[-1]
+    dim = LatentJoint(model, x[:1], keep_stream=True).latent_dim
     width = hidden or 2 * dim
     # per image: a step's (M, D) likelihood terms, or one layer's (H, 2d) output weights
     return fit_in_chunks(model, x, fit_chunk, max(particles * x.shape[1], width * 2 * dim), bar)

@@ -22,9 +22,20 @@ by importance sampling with q as the proposal.
 
 For a Gaussian guide phi = (mu, log sigma) per image; for the IAF guide, phi is its
 Gaussian head (mu, log sigma) with the shared flows held fixed (the flows are no function
-of x, so they are not amortized; a bound from inside the family).  Every image is its
-own problem, so B images are fitted at once with parameters of shape (B, d), in chunks of
-rows that bound memory.  The per-image flow of :mod:`.local_flow` uses the same loop.
+of x, so they are not amortized; a bound from inside the family).  For the two-layer guide
+q(z1 | x) q(z2 | z1) of :class:`~pyro_vae.guides.hierarchical.HierarchicalGaussianGuide`,
+phi is the Gaussian head of q(z1 | x) and the upper network q_net(z2 | z1), no function of
+x, is held fixed for the same reason:
+
+    q*(z1, z2 | x) = N(z1; mu, diag(sigma^2)) q_net(z2 | z1),
+    log q*(z) = log N(z1; mu, sigma) + log q_net(z2 | z1)
+
+over the concatenation z = (z2, z1) of :class:`LatentJoint` (the model's order), an exact
+density, so the ELBO and the importance-sampled log p(x) of q* are honest; ``encoder(x) =
+(mu, log sigma)`` is one member of this family, so q* can only gain on q (Adam started
+there).  Every image is its own problem, so B images are fitted at once with parameters of
+shape (B, d1), in chunks of rows that bound memory.  The per-image flow of
+:mod:`.local_flow` uses the same loop.
 """
 
 from __future__ import annotations
@@ -33,20 +44,27 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import constraints
 
 from ..elbos.importance import CHUNK_ELEMENTS
 from ..errors import UserError
 from ..guides import AmortizedGaussianGuide, IAFGuide
+from ..guides.hierarchical import HierarchicalGaussianGuide
 from .latent_joint import LatentJoint
 
 __all__ = [
     "FINAL_LR_RATIO",
     "SLOW_LR_RATIO",
     "LocalFit",
+    "TwoLayerFamily",
     "gaussian_head",
     "guide_family",
+    "guide_draws",
     "fit_local",
     "refine_gaussian",
     "fit_in_chunks",
@@ -90,22 +108,86 @@ class LocalFit:
 
 
 def gaussian_head(guide, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The encoder's (loc, scale) of q(z | x), each (B, d); a UserError for a guide without a
-    Gaussian head (the point-mass ``delta`` guide has no density to refine)."""
-    if getattr(guide, "point_mass", False) or not isinstance(guide, AmortizedGaussianGuide):
+    """The encoder's (loc, scale), each (B, d), of q(z | x), or of q(z1 | x) for the two-layer
+    guide; a UserError for a guide without a Gaussian head (the point-mass ``delta`` guide
+    has no density to refine)."""
+    if getattr(guide, "point_mass", False) or not isinstance(
+            guide, AmortizedGaussianGuide | HierarchicalGaussianGuide):
         raise UserError(f"the inference gaps need a guide with a density and a Gaussian head "
-                        f"(gaussian, iaf); this checkpoint's is {type(guide).__name__}")
+                        f"(gaussian, iaf, two-layer gaussian); this checkpoint's is "
+                        f"{type(guide).__name__}")
     with torch.no_grad():
         return guide.encode(x)
 
 
-def guide_family(guide, loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
+class TwoLayerFamily(dist.TorchDistribution):
+    """N(z1; loc, diag(scale^2)) q_net(z2 | z1) over the concatenation of ``joint``'s sites.
+
+    Parameters
+    ----------
+    guide : HierarchicalGaussianGuide
+        Gives q_net(z2 | z1) (``guide.posterior_top``), held fixed.
+    joint : LatentJoint
+        Its sites must be "z1" and "z2"; their order (the model's) lays out the draws.
+    loc, scale : (B, d1) tensors
+        The Gaussian head of q(z1 | x) that replaces the encoder's.
+
+    Draws are (sample_shape, B, d1 + d2), reparameterized in (loc, scale) and, through z1,
+    in q_net's output; ``log_prob`` is the exact log N(z1; loc, scale) + log q_net(z2 | z1).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, guide: HierarchicalGaussianGuide, joint: LatentJoint,
+                 loc: torch.Tensor, scale: torch.Tensor):
+        if set(joint.site_names) != {"z1", "z2"}:
+            raise UserError(f"the two-layer guide needs a model with latent sites z1 and z2; "
+                            f"this one has {', '.join(joint.site_names)}")
+        self.guide, self.joint = guide, joint
+        self.bottom = dist.Normal(loc, scale).to_event(1)
+        super().__init__(loc.shape[:-1], torch.Size([joint.latent_dim]), validate_args=False)
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        z1 = self.bottom.rsample(torch.Size(sample_shape))
+        return self.joint.join({"z1": z1, "z2": self.guide.posterior_top(z1).rsample()})
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        z = self.joint.split(value)
+        return self.bottom.log_prob(z["z1"]) + self.guide.posterior_top(z["z1"]).log_prob(z["z2"])
+
+
+def guide_family(guide, joint: LatentJoint, loc: torch.Tensor,
+                 scale: torch.Tensor) -> dist.Distribution:
     """The member of the guide's family with Gaussian head (loc, scale) in place of the
-    encoder's: N(loc, diag(scale^2)), pushed through the IAF guide's shared flows."""
+    encoder's, over ``joint``'s concatenated z: N(loc, diag(scale^2)); pushed through the
+    IAF guide's shared flows; or :class:`TwoLayerFamily` for the two-layer guide."""
+    if isinstance(guide, HierarchicalGaussianGuide):
+        return TwoLayerFamily(guide, joint, loc, scale)
+    if len(joint.sites) != 1:
+        raise UserError(f"a one-layer guide ({type(guide).__name__}) cannot cover the latent "
+                        f"sites {', '.join(joint.site_names)} of this model")
     base = dist.Normal(loc, scale).to_event(1)
     if isinstance(guide, IAFGuide):
         return dist.TransformedDistribution(base, list(guide.flows))
     return base
+
+
+@torch.no_grad()
+def guide_draws(guide, joint: LatentJoint, num: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """z (num, B, d) drawn from the amortized guide for ``joint``'s images, concatenated as
+    ``joint`` lays them, and log q(z | x) (num, B): the guide run under a particles plate, so
+    any guide whose sites are the model's latent sites works (one or two layers)."""
+    with pyro.plate("particles", num, dim=-2):
+        trace = poutine.trace(guide).get_trace(joint.x)
+    trace.compute_log_prob()
+    log_q = sum(site["log_prob"] for site in trace.nodes.values()
+                if site["type"] == "sample" and not site_is_subsample(site))
+    shape = (num, joint.num_images)
+    z = joint.join({name: trace.nodes[name]["value"].expand(*shape, size)
+                    for name, size in joint.sites})
+    return z, log_q.expand(shape)
 
 
 def _score(joint: LatentJoint, sample: Callable, eval_particles: int) -> tuple:
@@ -206,17 +288,18 @@ def refine_gaussian(
     eval_particles: int = 1000, bar=None,
 ) -> LocalFit:
     """q*(z | x): the guide's family with its Gaussian head fitted to each row of x (N, D)
-    alone, started at the encoder's output (:func:`fit_local`)."""
+    alone, started at the encoder's output (:func:`fit_local`); draws over the concatenated
+    z of :class:`LatentJoint`."""
     def fit_chunk(joint: LatentJoint, rows: torch.Tensor) -> LocalFit:
         loc, scale = gaussian_head(guide, rows)
         loc = loc.clone().requires_grad_(True)
         log_scale = scale.log().clone().requires_grad_(True)
 
         def sample(m: int) -> tuple[torch.Tensor, torch.Tensor]:
-            z = guide_family(guide, loc, log_scale.exp()).rsample((m,))
+            z = guide_family(guide, joint, loc, log_scale.exp()).rsample((m,))
             # log q at the stopped parameters: the path-derivative ("sticking the landing",
             # Roeder et al., 2017) gradient, whose variance vanishes where q is the posterior
-            stopped = guide_family(guide, loc.detach(), log_scale.detach().exp())
+            stopped = guide_family(guide, joint, loc.detach(), log_scale.detach().exp())
             return z, stopped.log_prob(z)
 
         return fit_local(joint, sample, [loc, log_scale], steps, particles, lr, eval_particles)

@@ -17,7 +17,11 @@ have.  Then, in nats per image with standard errors over images,
     flow gain         = ELBO(flow) - ELBO(q*)   (how much a richer local family recovers)
 
 and for the first few images NUTS draws of z | x hold q's, q*'s and the flow's means and
-spreads to the posterior's.  ``run_gaps`` writes metrics.json, gaps.csv (one row per
+spreads to the posterior's.  z is every latent site of the model concatenated in the
+model's order (:class:`~..inference.latent_joint.LatentJoint`): (z2, z1) for the two-layer
+VAE, whose q* keeps the guide's q(z2 | z1) and refines q(z1 | x) per image
+(:mod:`..inference.local_refinement`); the posterior-grid figure is drawn for a one-site
+2-D code only.  ``run_gaps`` writes metrics.json, gaps.csv (one row per
 image), gaps.md (the table) and the figures.
 """
 
@@ -39,7 +43,7 @@ from ..errors import UserError
 from ..inference.ais import ais_log_likelihood
 from ..inference.latent_joint import LatentJoint
 from ..inference.local_flow import fit_local_flow
-from ..inference.local_refinement import LocalFit, refine_gaussian
+from ..inference.local_refinement import LocalFit, guide_draws, refine_gaussian
 from ..inference.posterior_nuts import PosteriorDraws, posterior_nuts
 from ..plots import gaps as plots
 from ..progress import progress_bar, say
@@ -183,8 +187,8 @@ def inference_gaps(trained: TrainedVAE, x: torch.Tensor, options: GapsOptions,
         "q_star_late_gain": q_star.late_gain,
         "ais_acceptance": annealed.acceptance,
     }
-    with torch.no_grad():
-        q_draws = guide.posterior(x).sample((q_star.draws.shape[0],))
+    joint = LatentJoint(model, x, keep_stream=True)
+    q_draws, _ = guide_draws(guide, joint, q_star.draws.shape[0])
     draws = {"q": q_draws, "q*": q_star.draws, **({"flow": flow.draws} if flow else {})}
     nuts_rows, panels = [], []
     start = time.perf_counter()
@@ -195,7 +199,7 @@ def inference_gaps(trained: TrainedVAE, x: torch.Tensor, options: GapsOptions,
         nuts = posterior_nuts(model, x[i], init, o.nuts_samples, o.nuts_samples, o.nuts_chains)
         nuts_rows.append(_nuts_row(i, nuts, {k.replace("*", "_star"): v[:, i]
                                              for k, v in draws.items()}))
-        if q_star.draws.shape[-1] == 2:
+        if len(joint.sites) == 1 and joint.latent_dim == 2:
             flat = nuts.draws.reshape(-1, 2)
             around = torch.cat([flat, *(v[:, i] for v in draws.values())])
             panels.append({"grid": _posterior_grid(trained, x[i], around), "nuts": flat,

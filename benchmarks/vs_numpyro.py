@@ -14,23 +14,31 @@ speed writes it; the draw's key is split off the SVI state's key).  ``fit`` is t
 ``pyro-vae train`` (the config's ``elbo`` and ``precision``) through ``fit_route`` of
 ``vae_throughput.py``; the plain loop is :mod:`pyro_vae.lecture.plain_vae`.
 
+Beside them, ``fit`` in float32 (where the default precision is not) and the bare loop of the
+same fused loss and fused Adam in float32 (``vae_throughput.loop_route``): what ``fit``'s
+bookkeeping (NaN guard, progress, checkpoints' state) costs is their ratio.
+
 The routes take turns (the noise of a shared machine hits all alike), each turn two epochs of
 which the second is timed; the first epoch of each route is a warm-up whose extra time
 (JAX's compilation, ``fit``'s set-up) is reported separately.  The table gives the median
 seconds per epoch over ``--repeats`` turns, examples per second and the throughput ratio
-route / NumPyro (>= 1: at least as fast as NumPyro).  Then the test ELBO after
-``--quality-epochs`` epochs of NumPyro and of ``fit`` from the same seeds and initial weights,
-both evaluated by the same code (``common.test_elbo``: 1000 binarized test images, 100
-particles each; NumPyro's parameters copied into the PyTorch networks), beside NumPyro's own
-estimate of its ELBO as a check of that copy.  The random draws differ (JAX's generator is
-not torch's), so the ELBOs agree within the noise of training, not to round-off.
+route / NumPyro (>= 1: at least as fast as NumPyro).  A summary per batch size gives the
+ratios the targets are about and each float32 route's share of the float32 ceiling: the
+FLOP/s of its matrix products (:func:`flop_per_example` x examples/s) over torch's own
+best float32 matrix product on this CPU (:func:`gemm_peak`).  Then the same at full-MNIST
+size (``--full-size`` rows: mnist5k's training images tiled; NumPyro and ``fit``), and the
+test ELBO after ``--quality-epochs`` epochs of NumPyro and of ``fit`` from the same seeds and
+initial weights, both evaluated by the same code (``common.test_elbo``: 1000 binarized test
+images, 100 particles each; NumPyro's parameters copied into the PyTorch networks), beside
+NumPyro's own estimate of its ELBO as a check of that copy.  NumPyro's estimator is
+``TraceMeanField_ELBO`` by default, the closed-form KL of ``fit``'s default.  The random draws
+differ (JAX's generator is not torch's), so the ELBOs agree within the noise of training, not
+to round-off.
 
     python benchmarks/vs_numpyro.py [--repeats 5] [--batch-sizes 128,1024]
-        [--quality-epochs 10] [--quality-seeds 0,1,2] [--train-size N]
-        [--numpyro-elbo trace|meanfield] [--markdown docs/results/vs_numpyro.md] [--quick]
-
-Epochs of full-MNIST size (mnist5k's training images tiled): ``--train-size 60000
---quality-epochs 0`` (``--train-size`` sizes the test-ELBO runs' training set too).
+        [--quality-epochs 10] [--quality-seeds 0,1,2] [--train-size N] [--routes fit32,loop,plain]
+        [--full-size 60000] [--full-repeats 2] [--numpyro-elbo trace|meanfield]
+        [--markdown docs/results/vs_numpyro.md] [--quick]
 
 Needs the ``bench`` extra (``pip install -e ".[bench]"``: numpyro and jax, CPU).
 :func:`numpyro_examples_per_second` and :func:`numpyro_available` serve other benchmarks.
@@ -41,6 +49,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import math
 import os
 import platform
 import statistics
@@ -50,11 +59,12 @@ import numpy as np
 import pyro
 import torch
 from common import median_seconds, plain_test_elbo, setup, test_elbo, write_markdown
-from vae_throughput import fit_route
+from vae_throughput import fit_route, loop_route
 
 from pyro_vae.config import load_config
+from pyro_vae.elbos import make_elbo
 from pyro_vae.lecture.plain_vae import plain_optimizer, train_plain_epoch
-from pyro_vae.train import fit
+from pyro_vae.train import fit, resolve_precision
 
 try:  # the optional ``bench`` extra
     import jax
@@ -251,37 +261,76 @@ def numpyro_examples_per_second(x_train: np.ndarray, batch_size: int, epochs: in
     return vae.n * epochs / seconds
 
 
+def flop_per_example(data_dim: int, latent_dim: int, hidden) -> int:
+    """Floating-point operations of one example's training step in the matrix products:
+    forward (one multiply-add per weight), the weights' gradients (as many), the inputs'
+    gradients (as many, less the first layer's: the data needs none); 2 FLOP per
+    multiply-add.  The element-wise work (softplus, log-densities, Adam) is left out."""
+    macs = sum(n_in * n_out for widths in layer_sizes(data_dim, latent_dim, hidden).values()
+               for n_in, n_out in zip(widths[:-1], widths[1:], strict=True))
+    return 2 * (3 * macs - data_dim * layer_sizes(data_dim, latent_dim, hidden)["encoder"][1])
+
+
+def gemm_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of torch's matrix product of two (size, size) matrices at the current thread
+    count, the best of ``repeats``: the arithmetic ceiling this CPU gives torch."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    best = math.inf
+    for _ in range(repeats + 3):  # the first calls pay for oneDNN's set-up
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
 def throughput(batch_size: int, args, data) -> list[dict]:
-    """Rows (route, batch, s/epoch, examples/s, ratio to NumPyro, one-time s) at one batch size."""
+    """Rows (route, batch, s/epoch, examples/s, ratio to NumPyro, one-time s) at one batch size:
+    NumPyro, the default ``fit``, ``fit`` in float32 (where the default is not), the bare loop
+    of the same fused loss and fused Adam in float32, and the plain PyTorch loop."""
     config, x_train, _, transform, model0, guide0, encoder0, decoder0 = data
     encoder, decoder = copy.deepcopy(encoder0), copy.deepcopy(decoder0)
     optimizer = plain_optimizer(encoder, decoder, config.train.lr)
-    fit_setup = []
+    precision = resolve_precision(config.train.precision, x_train.device)[0]
+    setups = {"fit": [], "fit32": []}
     names = {
         "numpyro": f"NumPyro, {args.numpyro_elbo} ELBO, jax.jit(svi.update)",
-        "fit": f"fit, default (elbo={config.inference.elbo}, precision={config.train.precision})",
+        "fit": f"fit, default (elbo={config.inference.elbo}, precision="
+               f"{config.train.precision} -> {precision})",
+        "fit32": "fit, float32",
+        "loop": "bare loop: fused loss, backward, fused Adam (float32)",
         "plain": "plain PyTorch (lecture.plain_vae)",
     }
     vae = NumPyroVAE(x_train.numpy(), batch_size, args.seed, params_from_torch(encoder, decoder),
                      args.numpyro_elbo, config)
+    model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
+    fused = make_elbo("fused", 1)
+    n = x_train.shape[0]
     epochs = {
         "numpyro": lambda: vae.epoch()[0],
         "fit": fit_route(model0, guide0, x_train, batch_size, transform, config.inference.elbo,
-                         fit_setup, precision=config.train.precision),
+                         setups["fit"], precision=config.train.precision),
+        "fit32": fit_route(model0, guide0, x_train, batch_size, transform,
+                           config.inference.elbo, setups["fit32"], precision="float32"),
+        "loop": loop_route(lambda x: fused.differentiable_loss(model, guide, x, n=n),
+                           [*model.parameters(), *guide.parameters()], x_train, batch_size,
+                           transform, fused_adam=True),
         "plain": lambda: train_plain_epoch(encoder, decoder, optimizer, x_train, batch_size,
                                            transform),
     }
+    if precision == "float32":  # the default is the float32 route
+        del epochs["fit32"]
+    if args.routes:  # NumPyro and the default fit always; the others on request
+        epochs = {k: e for k, e in epochs.items() if k in ("numpyro", "fit", *args.routes)}
     # the warm-up: JAX compiles its step (a second shape for a ragged last batch) here
-    first = {key: epoch() for key, epoch in epochs.items() if key != "fit"}
+    first = {key: epoch() for key, epoch in epochs.items() if key not in setups}
     first["numpyro"] += vae.init_seconds
     # each timed epoch follows an untimed one of its own (fit's two epochs do so by themselves)
-    turns = {key: epoch if key == "fit" else (lambda epoch=epoch: (epoch(), epoch())[1])
+    turns = {key: epoch if key in setups else (lambda epoch=epoch: (epoch(), epoch())[1])
              for key, epoch in epochs.items()}
     seconds = median_seconds(args.repeats, turns)
-    n = x_train.shape[0]
     rows = []
     for key, s in seconds.items():
-        once = statistics.mean(fit_setup) if key == "fit" else first[key] - s
+        once = statistics.mean(setups[key]) if key in setups else first[key] - s
         rows.append({"route": names[key], "key": key, "batch": batch_size, "seconds": s,
                      "examples_per_s": n / s, "ratio": seconds["numpyro"] / s,
                      "one_time_s": max(once, 0.0)})
@@ -317,16 +366,55 @@ def load(args, seed: int) -> tuple:
     return (config, x_train, *rest)
 
 
-def markdown(rows: list[dict], qualities: list[dict], args) -> str:
-    """The throughput table, then the test-ELBO table with its mean difference."""
+def _throughput_lines(rows: list[dict]) -> list[str]:
     lines = ["| route | batch | s/epoch | examples/s | ratio to NumPyro | one-time s |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['route']} | {r['batch']} | {r['seconds']:.3f} "
                      f"| {r['examples_per_s']:,.0f} | {r['ratio']:.2f} | {r['one_time_s']:.2f} |")
+    return lines
+
+
+def summary(rows: list[dict], ceiling: dict) -> list[str]:
+    """Per batch size: the default fit against NumPyro, fit in float32 against its bare loop,
+    and the float32 routes' share of the float32 ceiling (matrix-product FLOP/s of the
+    training step over :func:`gemm_peak`)."""
+    lines = []
+    for batch in sorted({r["batch"] for r in rows}):
+        at = {r["key"]: r for r in rows if r["batch"] == batch}
+        fit32 = at.get("fit32", at["fit"])
+        parts = [f"default fit / NumPyro = {at['fit']['ratio']:.2f} (target >= 1.0)"]
+        if "loop" in at:
+            parts.append(f"fit float32 / bare loop = "
+                         f"{fit32['examples_per_s'] / at['loop']['examples_per_s']:.2f} "
+                         f"(target >= 0.97)")
+        share = {key: at[key]["examples_per_s"] * ceiling["flop"] / ceiling["float32"]
+                 for key in ("numpyro", "loop") if key in at}
+        share["fit float32"] = fit32["examples_per_s"] * ceiling["flop"] / ceiling["float32"]
+        parts.append("share of the float32 ceiling: " + ", ".join(
+            f"{key} {value:.0%}" for key, value in share.items()))
+        lines.append(f"- batch {batch}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def markdown(rows: list[dict], full_rows: list[dict], qualities: list[dict], args,
+             ceiling: dict) -> str:
+    """The throughput table and its summary, the full-MNIST-size epochs, then the test-ELBO
+    table with its mean difference."""
+    lines = _throughput_lines(rows)
     lines.append(f"\n{rows[0]['n']} dynamically binarized mnist5k training images, median of "
                  f"{args.repeats} turns; one-time: the first epoch's extra seconds (JAX's "
-                 "compilation and SVI set-up; fit's set-up).")
+                 "compilation and SVI set-up; fit's set-up).  The float32 ceiling: "
+                 f"{ceiling['float32'] / 1e9:.0f} GFLOP/s (torch's 1024 x 1024 float32 "
+                 f"matrix product at these threads; bfloat16 {ceiling['bfloat16'] / 1e9:.0f} "
+                 f"GFLOP/s), {ceiling['flop'] / 1e6:.2f} MFLOP of matrix products per "
+                 f"example's step, so at most {ceiling['float32'] / ceiling['flop']:,.0f} "
+                 "examples/s in float32.\n")
+    lines += summary(rows, ceiling)
+    if full_rows:
+        lines += ["", f"Epochs of full-MNIST size ({full_rows[0]['n']} rows: mnist5k's training "
+                      f"images tiled), median of {args.full_repeats} turns:", ""]
+        lines += _throughput_lines(full_rows)
     if qualities:
         lines += ["", "| seed | NumPyro | fit, default | fit - NumPyro | NumPyro at the start "
                       "| NumPyro, its own estimate |", "|---:|---:|---:|---:|---:|---:|"]
@@ -338,8 +426,8 @@ def markdown(rows: list[dict], qualities: list[dict], args) -> str:
         lines.append(f"\nTest ELBO (nats per example, higher is better) after "
                      f"{args.quality_epochs} epochs at batch {qualities[0]['batch']}, "
                      f"{args.particles} particles per binarized test image, the same evaluator "
-                     f"for both; mean fit - NumPyro = {mean:+.3f} nats over {len(qualities)} "
-                     "seed(s) (target: within 0.3).")
+                     f"for both (NumPyro's {args.numpyro_elbo} ELBO); mean fit - NumPyro = "
+                     f"{mean:+.3f} nats over {len(qualities)} seed(s) (target: within 0.3).")
     return "\n".join(lines)
 
 
@@ -353,7 +441,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--particles", type=int, default=100, help="per test image")
     parser.add_argument("--train-size", type=int,
                         help="tile (or cut) the training images to N rows")
-    parser.add_argument("--numpyro-elbo", choices=("trace", "meanfield"), default="trace")
+    parser.add_argument("--numpyro-elbo", choices=("trace", "meanfield"), default="meanfield",
+                        help="meanfield: closed-form KL, the estimator of fit's default")
+    parser.add_argument("--routes", type=lambda text: text.split(","),
+                        help="of fit32,loop,plain: time only these beside NumPyro and fit")
+    parser.add_argument("--full-size", type=int, default=60000,
+                        help="rows of the full-MNIST-size epochs (0 skips them)")
+    parser.add_argument("--full-repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="of the throughput tables")
     parser.add_argument("--markdown", help="also write the tables to this file (the README's "
                                            "docs/results/vs_numpyro.md)")
@@ -364,6 +458,7 @@ def main(argv=None) -> dict:
         parser.exit(2, "vs_numpyro.py needs numpyro and jax: pip install -e '.[bench]'\n")
     if args.quick:
         args.repeats, args.batch_sizes, args.train_size = 1, "128", 512
+        args.full_size, args.full_repeats = 1024, 1
         args.quality_epochs, args.quality_seeds, args.particles = 2, "0", 10
     header = (f"VAE 784-400-50 on mnist5k, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch "
@@ -376,18 +471,31 @@ def main(argv=None) -> dict:
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         rows += [dict(r, n=data[1].shape[0]) for r in throughput(batch_size, args, data)]
         print(f"batch {batch_size} done", flush=True)
+    full_rows = []
+    if args.full_size:
+        full = load(argparse.Namespace(train_size=args.full_size), args.seed)
+        timed = argparse.Namespace(**{**vars(args), "repeats": args.full_repeats,
+                                      "routes": ["fit32"]})
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            full_rows += [dict(r, n=args.full_size) for r in throughput(batch_size, timed, full)]
+            print(f"full size, batch {batch_size} done", flush=True)
+    ceiling = {"flop": flop_per_example(data[1].shape[1], data[0].model.latent_dim,
+                                        data[0].model.hidden),
+               **{str(dtype).removeprefix("torch."): gemm_peak(dtype)
+                  for dtype in (torch.float32, torch.bfloat16)}}
     qualities = []
     if args.quality_epochs:
         for seed in (int(s) for s in args.quality_seeds.split(",")):
             seeded = data if seed == args.seed else load(args, seed)  # the same initial weights
             qualities.append(dict(quality(args, seed, seeded), batch=data[0].train.batch_size))
-    table = markdown(rows, qualities, args)
+    table = markdown(rows, full_rows, qualities, args, ceiling)
     print(f"\n{table}")
     if args.markdown:
         write_markdown(args.markdown, "vs_numpyro.py", args.quick,
                        f"Measured {time.strftime('%Y-%m-%d')} side by side, taking turns: "
                        f"{header}.", table)
-    return {"rows": rows, "quality": qualities, "table": table}
+    return {"rows": rows, "full_rows": full_rows, "quality": qualities, "ceiling": ceiling,
+            "table": table}
 
 
 if __name__ == "__main__":

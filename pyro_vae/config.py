@@ -27,7 +27,7 @@ from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, MIN_GAUSSIAN_SCALE
 from .nets import ACTIVATIONS, NETWORKS
 from .priors import PRIORS
-from .train import PRECISIONS, check_threads
+from .train import PRECISION_SETTINGS, check_threads
 from .train.schedules import LR_SCHEDULES
 
 __all__ = [
@@ -195,7 +195,9 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
-    precision: str = "float32"  # "bfloat16": the training loss under torch.autocast
+    # "bfloat16": the training loss under torch.autocast; "auto": bfloat16 where the hardware
+    # multiplies it natively (pyro_vae/train/precision.py)
+    precision: str = "float32"
     # learning rate of epoch e = lr x schedule(e): "constant", "iwae" (Burda et al.'s 3^i-epoch
     # stages), "step" (x lr_decay every lr_step epochs), "exponential" (x lr_decay per epoch)
     schedule: str = "constant"
@@ -215,7 +217,7 @@ class TrainConfig:
         if self.seed < 0:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
         _choice("train.device", self.device, ("cpu", "cuda"))
-        _choice("train.precision", self.precision, tuple(PRECISIONS))
+        _choice("train.precision", self.precision, PRECISION_SETTINGS)
         _choice("train.schedule", self.schedule, LR_SCHEDULES.names())
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")

@@ -39,5 +39,6 @@ def test_a_training_log_has_no_carriage_returns(tmp_path):
     assert "\r" not in run.stderr
     lines = run.stderr.splitlines()
     assert lines[0].startswith("threads: ")  # the thread count chosen, before the first epoch
-    assert [line.split()[:2] for line in lines[1:]] == [["epoch", "1"], ["epoch", "2"]]
+    assert lines[1].startswith("precision: ")  # the training loss's arithmetic, and why
+    assert [line.split()[:2] for line in lines[2:]] == [["epoch", "1"], ["epoch", "2"]]
     assert run.stdout.splitlines()[-1] == f"run folder: {tmp_path / 'run'}"

@@ -7,6 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+
+from pyro_vae.config import load_config
+from pyro_vae.train import resolve_precision
 
 pytest.importorskip("numpyro")
 pytest.importorskip("jax")
@@ -39,7 +43,9 @@ def test_numpyro_vae_learns_the_same_model_and_the_table_has_every_route(
     assert abs(quality["numpyro_own"] - quality["numpyro"]) < 1.0
 
     routes = {row["key"]: row for row in result["rows"]}
-    assert set(routes) == {"numpyro", "fit", "plain"}
+    default_is_float32 = resolve_precision(load_config(None).train.precision, "cpu")[0] == "float32"
+    assert set(routes) == {"numpyro", "fit", "loop", "plain"} | (
+        set() if default_is_float32 else {"fit32"})
     assert routes["numpyro"]["ratio"] == 1.0
     assert all(row["examples_per_s"] > 0 and row["batch"] == 128 for row in routes.values())
     table = written.read_text()
@@ -47,3 +53,19 @@ def test_numpyro_vae_learns_the_same_model_and_the_table_has_every_route(
     for row in routes.values():
         assert f"| {row['route']} | 128 |" in table
     assert "| 0 | " in table and "fit - NumPyro" in table
+    assert "- batch 128: default fit / NumPyro = " in table
+    assert "fit float32 / bare loop = " in table
+    # the full-MNIST-size epochs: NumPyro and fit on the tiled images
+    full = {row["key"] for row in result["full_rows"]}
+    assert full == {"numpyro", "fit"} | (set() if default_is_float32 else {"fit32"})
+    assert all(row["n"] == 1024 for row in result["full_rows"])
+    assert "Epochs of full-MNIST size (1024 rows" in table
+
+
+def test_the_ceiling_counts_the_matrix_products_of_a_step(monkeypatch):
+    """784-400-100 encoder, 50-400-784 decoder: 687,200 multiply-adds forward, as many for the
+    weights' gradients, as many less 784 x 400 for the inputs' (the data needs none)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    vs_numpyro = pytest.importorskip("vs_numpyro")
+    assert vs_numpyro.flop_per_example(784, 50, [400]) == 2 * (3 * 687_200 - 784 * 400)
+    assert vs_numpyro.gemm_peak(torch.float32, size=64, repeats=2) > 0

@@ -31,7 +31,7 @@ from ..experiments.vae import (
     restore_vae,
     train_vae,
 )
-from ..train import PRECISIONS
+from ..train import PRECISION_SETTINGS
 from .common import (
     add_eval_particles,
     add_out,
@@ -266,8 +266,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--device", choices=("cpu", "cuda"), help="where to train")
     train.add_argument(
         "--precision",
-        choices=tuple(PRECISIONS),
-        help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs)",
+        choices=PRECISION_SETTINGS,
+        help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs); "
+        "auto: bfloat16 where the hardware multiplies it natively, else float32",
     )
     add_threads(train, None)  # None: the config's train.threads
     add_tensorboard(train, "to DIR/<run id>")

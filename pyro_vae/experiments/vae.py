@@ -232,6 +232,8 @@ def train_vae(
         "world_size": world,
         "threads": threads,
         "threads_reason": threads_reason,
+        "precision": result.precision,
+        "precision_reason": result.precision_reason,
         "checkpoint": str(result.checkpoint),
         "config": config.to_dict(),
     }

@@ -1,8 +1,9 @@
 """Training by SVI: :func:`fit`, its step, its guards, its checkpoints, its TensorBoard log and
 its thread count."""
 
-from .fit import PRECISIONS, fit
+from .fit import fit
 from .guards import CHECK_EVERY, TrainingDiverged, TrainingInterrupted
+from .precision import PRECISION_SETTINGS, PRECISIONS, native_bfloat16, resolve_precision
 from .state import FitResult
 from .tensorboard import TrainingLog
 from .threads import check_threads, resolve_threads, running_threads, using_threads
@@ -10,12 +11,15 @@ from .threads import check_threads, resolve_threads, running_threads, using_thre
 __all__ = [
     "CHECK_EVERY",
     "PRECISIONS",
+    "PRECISION_SETTINGS",
     "FitResult",
     "TrainingDiverged",
     "TrainingInterrupted",
     "TrainingLog",
     "check_threads",
     "fit",
+    "native_bfloat16",
+    "resolve_precision",
     "resolve_threads",
     "running_threads",
     "using_threads",

@@ -49,14 +49,12 @@ from .guards import (
     tally,
 )
 from .objective import training_objective
+from .precision import PRECISIONS, resolve_precision
 from .state import FitResult, Progress, set_lr
 from .step import svi_step
 from .tensorboard import TrainingLog, elbo_terms
 
-__all__ = ["PRECISIONS", "fit"]
-
-# fit's precision -> the dtype torch.autocast computes the training loss in
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+__all__ = ["fit"]
 
 
 def fit(
@@ -130,11 +128,13 @@ def fit(
     distributed : bool
         This process is one of a ``torch.distributed`` group and ``x_train`` its shard:
         the gradients are summed over the processes (:mod:`pyro_vae.train.distributed`).
-    precision : {"float32", "bfloat16"}
+    precision : {"float32", "bfloat16", "auto"}
         "bfloat16" computes the training loss under ``torch.autocast`` (matrix products
         in bfloat16, reductions and log-densities in float32; parameters, gradients,
         Adam and the test ELBO stay float32).  Faster where the hardware multiplies
-        bfloat16 natively (recent GPUs, CPUs with AVX512-BF16 or AMX).
+        bfloat16 natively (recent GPUs, CPUs with AVX512-BF16 or AMX); "auto" chooses it
+        there and float32 elsewhere (:mod:`.precision`).  The choice and its reason are
+        printed before the first epoch (with ``progress``) and kept in the result.
 
     lr_schedule : callable, optional
         Epoch (0-based) -> multiplier of ``lr`` for that epoch (:mod:`.schedules`); the
@@ -154,8 +154,7 @@ def fit(
     TrainingInterrupted
         On Ctrl-C (SIGINT) when ``checkpoint`` is given, after saving it.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+    precision, precision_reason = resolve_precision(precision, x_train.device)
     pyro.set_rng_seed(seed)
     n = x_train.shape[0]
     # run the guide once so lazily built parameters (autoguides) exist before Adam sees them;
@@ -176,7 +175,10 @@ def fit(
     # fused Adam: one kernel for all parameters instead of ~10 per tensor (torch >= 2.4)
     fused_adam = all(p.device.type in ("cpu", "cuda") for p in params)
     optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused_adam)
-    result = FitResult(elbo=elbo, checkpoint=Path(checkpoint) if checkpoint else None)
+    result = FitResult(elbo=elbo, checkpoint=Path(checkpoint) if checkpoint else None,
+                       precision=precision, precision_reason=precision_reason)
+    if progress:
+        say(f"precision: {precision} ({precision_reason})")
     state = Progress(lr=lr)
     if resume is not None:
         state = restore(resume, model, guide, optimizer, result)

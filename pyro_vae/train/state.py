@@ -29,6 +29,8 @@ class FitResult:
     checkpoint: Path | None = None
     skipped_steps: int = 0  # steps dropped for a non-finite loss or gradient
     rollbacks: int = 0  # returns to the last good state with the learning rate halved
+    precision: str = "float32"  # the training loss's arithmetic ("auto" resolved)
+    precision_reason: str = "set"
 
 
 @dataclass

@@ -86,6 +86,11 @@ __all__ = [
 ]
 
 NETWORKS = ("encoder", "decoder")
+# seconds of idleness before every route's turn: the same epoch ran 13% slower right after a
+# NumPyro epoch than after half a second's pause (4 pairs, 2-core CPU; JAX's thread pool
+# keeps spinning for a while after its work), and 7% faster after a pause than right after
+# its own warm-up epoch, so every route gets the pause and no route follows another's work
+PAUSE = 0.5
 
 
 def numpyro_available() -> bool:
@@ -283,6 +288,16 @@ def gemm_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 / best
 
 
+def _after_a_pause(turn, seconds: float = PAUSE):
+    """``turn`` run after ``seconds`` in which no route runs (see :data:`PAUSE`)."""
+
+    def paused():
+        time.sleep(seconds)
+        return turn()
+
+    return paused
+
+
 def throughput(batch_size: int, args, data) -> list[dict]:
     """Rows (route, batch, s/epoch, examples/s, ratio to NumPyro, one-time s) at one batch size:
     NumPyro, the default ``fit``, ``fit`` in float32 (where the default is not), the bare loop
@@ -325,7 +340,8 @@ def throughput(batch_size: int, args, data) -> list[dict]:
     first = {key: epoch() for key, epoch in epochs.items() if key not in setups}
     first["numpyro"] += vae.init_seconds
     # each timed epoch follows an untimed one of its own (fit's two epochs do so by themselves)
-    turns = {key: epoch if key in setups else (lambda epoch=epoch: (epoch(), epoch())[1])
+    turns = {key: _after_a_pause(epoch if key in setups
+                                 else (lambda epoch=epoch: (epoch(), epoch())[1]))
              for key, epoch in epochs.items()}
     seconds = median_seconds(args.repeats, turns)
     rows = []

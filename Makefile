@@ -34,7 +34,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/vae_throughput.py
+	$(BIN)/python benchmarks/vae_throughput.py --compile --markdown docs/results/vae_throughput.md
 	$(BIN)/python benchmarks/vs_numpyro.py --markdown docs/results/vs_numpyro.md
 	$(BIN)/python benchmarks/vae_reference.py --epochs 30
 	$(BIN)/python benchmarks/gmm_vs_sklearn.py --quick

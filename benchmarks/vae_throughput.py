@@ -363,7 +363,19 @@ def main() -> None:
     if args.markdown:
         title, _, body = report.getvalue().partition("\n")
         write_markdown(args.markdown, "vae_throughput.py", False,
-                       f"Measured {time.strftime('%Y-%m-%d')}: {title}", body.strip())
+                       f"Measured {time.strftime('%Y-%m-%d')}: {title}", tables_apart(body))
+
+
+def tables_apart(report: str) -> str:
+    """The printed report as Markdown: a blank line after every table's last row, so the line
+    that follows (a ratio, a heading) is not read as one more row."""
+    lines = report.strip().splitlines()
+    spaced = []
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        spaced.append(line)
+        if line.startswith("|") and after and not after.startswith("|"):
+            spaced.append("")
+    return "\n".join(spaced)
 
 
 class _Tee(io.TextIOBase):

@@ -237,3 +237,75 @@ def test_the_contention_prose_agrees_with_its_table():
     assert f"({ratio(1, auto):.2f}) than NumPyro does ({ratio(1, numpyro):.2f})" in flat
     assert f"({ratio(3, auto):.2f} and {ratio(3, numpyro):.2f})" in flat
     assert f"({rows[3][two]:,.0f} examples/s at 2 threads)" in flat
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def test_the_speed_prose_agrees_with_its_tables():
+    """The speed section's numbers, recomputed from docs/results/vs_numpyro.md and
+    docs/results/vae_throughput.md (both written by `make bench`)."""
+    flat = " ".join(README.split())
+    numpyro_text = (ROOT / "docs" / "results" / "vs_numpyro.md").read_text()
+    small, full = numpyro_text.split("Epochs of full-MNIST size")
+    table = lambda text: [[c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+                          for line in text.splitlines() if line.startswith("| ")]
+    small, full = table(small), table(full)
+    default, fit32, loop = "fit, default", "fit, float32", "bare loop"
+
+    def row(rows, route, batch):
+        (found,) = [r for r in rows if r[0].startswith(route) and r[1] == str(batch)]
+        return found
+
+    ratio = lambda rows, route, batch: float(row(rows, route, batch)[4])  # noqa: E731
+    speed = lambda rows, route, batch: _number(row(rows, route, batch)[3])  # noqa: E731
+    assert (f"{ratio(small, default, 1024):.2f}x on mnist5k's epochs and "
+            f"{ratio(full, default, 1024):.2f}x on full-MNIST-size ones at batch 1024") in flat
+    assert (f"the default reaches {ratio(small, default, 128):.2f}x on mnist5k's epochs and "
+            f"{ratio(full, default, 128):.2f}x on full-MNIST-size ones") in flat
+    assert f"a step is ~{128 / speed(small, fit32, 128) * 1e3:.0f} ms" in flat
+    assert (f"runs at {speed(small, fit32, 128) / speed(small, loop, 128):.2f}x its bare loop at "
+            f"batch 128 ({speed(small, fit32, 1024) / speed(small, loop, 1024):.2f}x at "
+            "batch 1024") in flat
+    assert (f"({speed(small, default, 128):,.0f} against {speed(small, fit32, 128):,.0f} "
+            "examples/s)") in flat
+    ceiling = re.search(r"The float32 ceiling: (\d+) GFLOP/s .* bfloat16 (\d+) GFLOP/s",
+                        numpyro_text)
+    assert (f"runs at {ceiling[2]} GFLOP/s against {ceiling[1]} in float32") in flat
+    shares = re.search(r"- batch 128: .* numpyro (\d+%), loop \d+%, fit float32 (\d+%)",
+                       numpyro_text)
+    assert f"uses {shares[1]} of the float32 ceiling at batch 128 and `fit` {shares[2]}" in flat
+    mean = re.search(r"mean fit - NumPyro = ([+-][\d.]+) nats", numpyro_text)[1]
+    assert f"differ by {mean.lstrip('+')} nats on average over three seeds" in flat
+
+    throughput = (ROOT / "docs" / "results" / "vae_throughput.md").read_text()
+    by_batch = dict(re.findall(r"batch (\d+): \d+ examples.*?\n(.*?)\n\n", throughput, re.S))
+    routes = {int(batch): {r[0]: r for r in [[c.strip() for c in line.strip("|").split("|")]
+                                             for line in body.splitlines()
+                                             if line.startswith("| ")]}
+              for batch, body in by_batch.items()}
+    plain = lambda batch, route: routes[batch][route][3]  # noqa: E731 - ratio vs plain
+    bf16 = "fit, elbo=fused, precision=bfloat16"
+    assert (f"{plain(1024, bf16)}x plain PyTorch at batch 1024 and {plain(128, bf16)}x at 128"
+            in flat)
+    assert (f"`elbo=fused` runs at {plain(128, 'fit, elbo=fused')}x the plain loop at batch "
+            f"128, with Pyro's own `TraceMeanField_ELBO` at {plain(128, 'fit, elbo=meanfield')}x"
+            ) in flat
+    compiled, eager = "loop: torch.compile(fused), fused Adam", "loop: fused, fused Adam"
+    assert (f"({plain(128, compiled)}x plain at batch 128 against the eager bare loop's "
+            f"{plain(128, eager)}x, after {routes[128][compiled][4]} s of compiling; "
+            f"{plain(1024, compiled)}x against {plain(1024, eager)}x at batch 1024 after "
+            f"{routes[1024][compiled][4]} s)") in flat
+    jit = "loop: JitTrace_ELBO (torch.jit.trace), torch Adam"
+    assert f"`JitTrace_ELBO` ({plain(128, jit)}x and {plain(1024, jit)}x;" in flat
+    own = [_number(routes[b]["fit, elbo=fused"][2]) / _number(routes[b][eager][2])
+           for b in (128, 1024)]
+    assert f"is {own[0]:.2f}x at batch 128 and {own[1]:.2f}x at 1024 in this run" in flat
+    largest = re.findall(r"largest \|difference\| ([\d.]+) nats", throughput)
+    assert f"within {largest[0]} nats of float32's after 10 epochs and within {largest[1]}" in flat
+    best = re.search(r"fit elbo=auto [\d.]+ s/epoch \(\d thread\(s\)\): ([\d.]+)x", throughput)
+    assert f"`fit` is {best[1]}x faster" in flat
+    elbos = re.findall(r"\| (-[\d.]+) \|\n", throughput)[:3]  # example, auto, fused_trace
+    assert (f"reaches {elbos[1]} nats against the example's {elbos[0]} after 10 epochs" in flat
+            and f"own estimator, {elbos[2]})" in flat)

@@ -309,3 +309,30 @@ def test_the_speed_prose_agrees_with_its_tables():
     elbos = re.findall(r"\| (-[\d.]+) \|\n", throughput)[:3]  # example, auto, fused_trace
     assert (f"reaches {elbos[1]} nats against the example's {elbos[0]} after 10 epochs" in flat
             and f"own estimator, {elbos[2]})" in flat)
+
+
+def test_the_two_layer_gap_prose_agrees_with_its_table():
+    """The two-stochastic-layer paragraph, recomputed from docs/results/vae_gaps_2layer.md
+    (column 0: the default one-layer VAE, column 1: iwae_2layer, both on mnist5k)."""
+    rows = {row[0]: [tuple(map(float, cell.split(" ± "))) for cell in row[1:]]
+            for row in _rows("vae_gaps_2layer.md") if "±" in row[1]}
+    text = lambda label, i: "{:.2f} ± {:.2f}".format(*rows[label][i])  # noqa: E731
+    flat = " ".join(README.split())
+    best = rows["log p(x), best of the bounds"]
+    assert f"log p(x) is {best[0][0] - best[1][0]:.2f} nats below one layer's" in flat
+    approximation, amortization = ("approximation gap log p(x) - ELBO(q*)",
+                                   "amortization gap ELBO(q*) - ELBO(q)")
+    assert (f"approximation gap is {text(approximation, 1)} nats against the diagonal "
+            f"Gaussian's {text(approximation, 0)}") in flat
+    assert rows[approximation][1][0] < rows[approximation][0][0]
+    assert f"({text(amortization, 1)} and {text(amortization, 0)} nats)" in flat
+    (one, one_se), (two, two_se) = rows[amortization]  # "the same for both"
+    assert abs(one - two) < 2 * (one_se**2 + two_se**2) ** 0.5
+    flow = [mean for mean, _ in rows["flow gain ELBO(flow) - ELBO(q*)"]]
+    assert flow[1] < 0 < flow[0]
+    assert f"leave it {-flow[1]:.2f} nats below q* for two layers" in flat
+    assert f"it gains {flow[0]:.2f} over q* on mnist5k" in flat
+    ais_is = rows["AIS - IS, paired"]
+    assert (f"AIS and IS differ by {text('AIS - IS, paired', 1)} nats for two layers and by "
+            f"{text('AIS - IS, paired', 0)} for one layer") in flat
+    assert abs(ais_is[1][0]) < 2 * ais_is[1][1]

@@ -262,6 +262,8 @@ def test_the_speed_prose_agrees_with_its_tables():
     speed = lambda rows, route, batch: _number(row(rows, route, batch)[3])  # noqa: E731
     assert (f"{ratio(small, default, 1024):.2f}x on mnist5k's epochs and "
             f"{ratio(full, default, 1024):.2f}x on full-MNIST-size ones at batch 1024") in flat
+    assert (f"in float32 `fit` is level with NumPyro there ({ratio(small, fit32, 1024):.2f}x and "
+            f"{ratio(full, fit32, 1024):.2f}x)") in flat
     assert (f"the default reaches {ratio(small, default, 128):.2f}x on mnist5k's epochs and "
             f"{ratio(full, default, 128):.2f}x on full-MNIST-size ones") in flat
     assert f"a step is ~{128 / speed(small, fit32, 128) * 1e3:.0f} ms" in flat
@@ -269,7 +271,8 @@ def test_the_speed_prose_agrees_with_its_tables():
             f"batch 128 ({speed(small, fit32, 1024) / speed(small, loop, 1024):.2f}x at "
             "batch 1024") in flat
     assert (f"({speed(small, default, 128):,.0f} against {speed(small, fit32, 128):,.0f} "
-            "examples/s)") in flat
+            f"examples/s on mnist5k's epochs, {speed(full, default, 128):,.0f} against "
+            f"{speed(full, fit32, 128):,.0f} on full-MNIST-size ones)") in flat
     ceiling = re.search(r"The float32 ceiling: (\d+) GFLOP/s .* bfloat16 (\d+) GFLOP/s",
                         numpyro_text)
     assert (f"runs at {ceiling[2]} GFLOP/s against {ceiling[1]} in float32") in flat
@@ -296,12 +299,15 @@ def test_the_speed_prose_agrees_with_its_tables():
     assert (f"({plain(128, compiled)}x plain at batch 128 against the eager bare loop's "
             f"{plain(128, eager)}x, after {routes[128][compiled][4]} s of compiling; "
             f"{plain(1024, compiled)}x against {plain(1024, eager)}x at batch 1024 after "
-            f"{routes[1024][compiled][4]} s)") in flat
+            f"{routes[1024][compiled][4]} s;") in flat
     jit = "loop: JitTrace_ELBO (torch.jit.trace), torch Adam"
     assert f"`JitTrace_ELBO` ({plain(128, jit)}x and {plain(1024, jit)}x;" in flat
     own = [_number(routes[b]["fit, elbo=fused"][2]) / _number(routes[b][eager][2])
            for b in (128, 1024)]
     assert f"is {own[0]:.2f}x at batch 128 and {own[1]:.2f}x at 1024 in this run" in flat
+    assert (f"{speed(small, fit32, 128) / speed(small, loop, 128):.2f}x and "
+            f"{speed(small, fit32, 1024) / speed(small, loop, 1024):.2f}x in `vs_numpyro.py`'s run"
+            ) in flat
     largest = re.findall(r"largest \|difference\| ([\d.]+) nats", throughput)
     assert f"within {largest[0]} nats of float32's after 10 epochs and within {largest[1]}" in flat
     best = re.search(r"fit elbo=auto [\d.]+ s/epoch \(\d thread\(s\)\): ([\d.]+)x", throughput)

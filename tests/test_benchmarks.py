@@ -125,3 +125,24 @@ def test_toy_routes_tables_the_routes_and_the_mle_maximizes_the_likelihood(tmp_p
     assert log_lik["mle"] >= log_lik["svi"]
     assert float(rows["svi"][5]) < log_lik["svi"]  # the ELBO lies below log p(x)
     assert "`mle` standard errors (Hessian)" in text
+
+
+def test_step_profile_splits_an_epoch_into_kinds_that_add_up(monkeypatch):
+    """Every operator's time goes to exactly one kind: the kinds add up to the total; the
+    matrix products and the binarization's draws are there in both precisions, and only
+    bfloat16 spends time on casts of the weights."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import step_profile
+
+    assert step_profile.kind_of("aten::_foreach_norm") == "NaN guard"
+    assert step_profile.kind_of("aten::_foreach_add_") == "Adam"
+    assert step_profile.kind_of("aten::softplus") == "other"
+    result = step_profile.main(["--batch-size", "64", "--train-size", "256", "--threads", "1"])
+    (full, steps), (half, _) = result["rows"]["float32"], result["rows"]["bfloat16"]
+    assert steps == 4
+    for times in (full, half):
+        assert set(times) == {*step_profile.KINDS, "other"}
+        assert times["matrix products"] > 0 and times["random draws"] > 0
+        assert times["NaN guard"] > 0 and times["Adam"] > 0
+    assert half["casts"] > full["casts"]
+    assert "| total | 100.0% |" in result["table"]

@@ -342,3 +342,15 @@ def test_the_two_layer_gap_prose_agrees_with_its_table():
     assert (f"AIS and IS differ by {text('AIS - IS, paired', 1)} nats for two layers and by "
             f"{text('AIS - IS, paired', 0)} for one layer") in flat
     assert abs(ais_is[1][0]) < 2 * ais_is[1][1]
+
+
+def test_the_step_profile_prose_agrees_with_its_table():
+    """The mixed-precision paragraph's per-step times, from docs/results/step_profile.md."""
+    rows = {row[0]: row[1:] for row in _rows("step_profile.md")}
+    full, half = (lambda kind: rows[kind][1]), (lambda kind: rows[kind][3])  # ms/step cells
+    flat = " ".join(README.split())
+    assert (f"In bfloat16 the casts take {half('casts')} ms per step, as long as the products "
+            f"themselves ({half('matrix products')} ms, against {full('matrix products')} in "
+            "float32)") in flat
+    assert abs(float(half("casts")) - float(half("matrix products"))) < 0.25 * float(
+        half("matrix products"))  # "as long as"

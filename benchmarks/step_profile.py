@@ -1,0 +1,115 @@
+"""Where a training step's time goes: torch.profiler's self CPU time of one ``fit`` epoch, by kind.
+
+The default VAE (784-400-50) on mnist5k, ``fit`` as ``pyro-vae train`` runs it (the config's
+``elbo``), one warm-up epoch, then one profiled epoch at each ``--precisions`` entry.  Every
+operator's self time goes to one kind:
+
+    matrix products   aten::mm, addmm, bmm (forward and backward)
+    casts             aten::copy_, _to_copy (autocast's bfloat16 copies and their gradients)
+    random draws      aten::bernoulli_, normal_, uniform_ (binarization, reparameterization)
+    Adam              aten::_fused_adam_ and the optimizer's other foreach kernels
+    NaN guard         the gradients' norm and the non-finite flag (aten::_foreach_norm,
+                      linalg_vector_norm, isfinite, logical_not, stack)
+    other             every other operator: element-wise terms, reductions, indexing
+
+and the table gives each kind's share of the operators' total and milliseconds per step.  The
+profiler's own overhead inflates small operators, so the shares, not the absolute times, are
+what to compare (route against route, precision against precision).
+
+    python benchmarks/step_profile.py [--batch-size 128] [--precisions float32,bfloat16]
+        [--train-size N] [--threads N] [--markdown docs/results/step_profile.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from common import setup, write_markdown
+from torch.profiler import ProfilerActivity, profile
+
+from pyro_vae.train import fit
+
+KINDS = {
+    "matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "casts": ("aten::copy_", "aten::_to_copy"),
+    "random draws": ("aten::bernoulli_", "aten::normal_", "aten::uniform_"),
+    "NaN guard": ("aten::_foreach_norm", "aten::linalg_vector_norm", "aten::isfinite",
+                  "aten::logical_not", "aten::stack"),
+    "Adam": ("aten::_fused_adam_",),
+}
+OTHER = "other"
+
+
+def kind_of(name: str) -> str:
+    """The kind of the operator ``name``: its entry in :data:`KINDS`; the optimizer's other
+    foreach kernels are Adam's (``_foreach_norm``, the guard's, is named there)."""
+    for kind, names in KINDS.items():
+        if name in names:
+            return kind
+    return "Adam" if name.startswith("aten::_foreach_") else OTHER
+
+
+def profile_epoch(precision: str, batch_size: int, data) -> tuple[dict[str, float], int]:
+    """({kind: self CPU microseconds}, steps) of one profiled ``fit`` epoch after a warm-up."""
+    config, x_train, _, transform, model0, guide0, *_ = data
+    model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
+    options = dict(batch_size=batch_size, elbo=config.inference.elbo, lr=config.train.lr,
+                   batch_transform=transform, progress=False, precision=precision)
+    fit(model, guide, x_train, epochs=1, **options)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fit(model, guide, x_train, epochs=1, **options)
+    times = dict.fromkeys([*KINDS, OTHER], 0.0)
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            times[kind_of(event.key)] += event.self_cpu_time_total
+    return times, -(-x_train.shape[0] // batch_size)
+
+
+def markdown(rows: dict[str, tuple[dict[str, float], int]]) -> str:
+    """One column per precision: each kind's share of the operators' time and ms per step."""
+    precisions = list(rows)
+    lines = ["| kind | " + " | ".join(f"{p}: share | {p}: ms/step" for p in precisions) + " |",
+             "|---|" + "---:|---:|" * len(precisions)]
+    for kind in [*KINDS, OTHER, "total"]:
+        cells = []
+        for times, steps in rows.values():
+            total = sum(times.values())
+            value = total if kind == "total" else times[kind]
+            cells.append(f"{value / total:.1%} | {value / steps / 1e3:.2f}")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    """Profile the epochs; returns {precision: ({kind: us}, steps)} and the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--train-size", type=int, help="cut (or tile) the training rows to N")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--markdown", help="also write the table to this file (the README's "
+                                           "docs/results/step_profile.md)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config, x_train, *rest = setup()
+    if args.train_size:
+        x_train = x_train.repeat(-(-args.train_size // x_train.shape[0]), 1)[: args.train_size]
+    data = (config, x_train, *rest)
+    rows = {p: profile_epoch(p, args.batch_size, data) for p in args.precisions.split(",")}
+    table = markdown(rows)
+    intro = (f"One `fit` epoch of {x_train.shape[0]} mnist5k rows at batch {args.batch_size}, "
+             f"{torch.get_num_threads()} threads, torch {torch.__version__}: the operators' self "
+             "CPU time by kind (torch.profiler; its overhead inflates small operators).")
+    print(f"{intro}\n\n{table}")
+    if args.markdown:
+        write_markdown(args.markdown, "step_profile.py", False,
+                       f"Measured {time.strftime('%Y-%m-%d')}. {intro}", table)
+    return {"rows": rows, "table": table}
+
+
+if __name__ == "__main__":
+    main()

@@ -101,6 +101,20 @@ def loop_route(loss, params, x, batch_size, transform, fused_adam=False, patches
     return epoch
 
 
+def elbo_loop_route(model0, guide0, x, batch_size, transform, elbo_name, particles=1,
+                    fused_adam=False, patches=(), compiled=None):
+    """:func:`loop_route` over copies of ``model0`` and ``guide0`` and the ELBO ``elbo_name``
+    (a name in ELBOS, or an ELBO object), its loss optionally under ``torch.compile(mode=...)``."""
+    model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
+    elbo = make_elbo(elbo_name, particles) if isinstance(elbo_name, str) else elbo_name
+    n = x.shape[0]
+    loss = lambda batch: elbo.differentiable_loss(model, guide, batch, n=n)  # noqa: E731
+    if compiled:
+        loss = torch.compile(loss, mode=compiled)
+    params = [*model.parameters(), *guide.parameters()]
+    return loop_route(loss, params, x, batch_size, transform, fused_adam, patches)
+
+
 class _JitEpoch(contextlib.AbstractContextManager):
     """Entered for each epoch of the JIT route (re-enterable): a param store of its own (the
     traced function takes the store's entries as its inputs, and the other routes' copies of
@@ -122,7 +136,6 @@ class _JitEpoch(contextlib.AbstractContextManager):
 
 def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, decoder, lr):
     """name -> one-epoch callable, plus the set-up seconds lists of the fit routes."""
-    n = x_train.shape[0]
     plain_opt = plain_optimizer(encoder, decoder, lr)
     routes = {
         "plain PyTorch (reference)": lambda: train_plain_epoch(
@@ -138,14 +151,8 @@ def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, de
         )
 
     def loop(elbo_name, particles=1, fused_adam=False, patches=(), compiled=None):
-        """A bare loop over the ELBO ``elbo_name`` (a name in ELBOS, or an ELBO object)."""
-        model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
-        elbo = make_elbo(elbo_name, particles) if isinstance(elbo_name, str) else elbo_name
-        loss = lambda x: elbo.differentiable_loss(model, guide, x, n=n)  # noqa: E731
-        if compiled:
-            loss = torch.compile(loss, mode=compiled)
-        params = [*model.parameters(), *guide.parameters()]
-        return loop_route(loss, params, x_train, batch_size, transform, fused_adam, patches)
+        return elbo_loop_route(model0, guide0, x_train, batch_size, transform, elbo_name,
+                               particles, fused_adam, patches, compiled)
 
     no_module = mock.patch("pyro.module", lambda name, module, **kwargs: module)
     routes["loop: Trace_ELBO, torch Adam"] = loop("trace")

@@ -59,10 +59,9 @@ import numpy as np
 import pyro
 import torch
 from common import median_seconds, plain_test_elbo, setup, test_elbo, write_markdown
-from vae_throughput import fit_route, loop_route
+from vae_throughput import elbo_loop_route, fit_route
 
 from pyro_vae.config import load_config
-from pyro_vae.elbos import make_elbo
 from pyro_vae.lecture.plain_vae import plain_optimizer, train_plain_epoch
 from pyro_vae.train import fit, resolve_precision
 
@@ -271,9 +270,10 @@ def flop_per_example(data_dim: int, latent_dim: int, hidden) -> int:
     forward (one multiply-add per weight), the weights' gradients (as many), the inputs'
     gradients (as many, less the first layer's: the data needs none); 2 FLOP per
     multiply-add.  The element-wise work (softplus, log-densities, Adam) is left out."""
-    macs = sum(n_in * n_out for widths in layer_sizes(data_dim, latent_dim, hidden).values()
+    sizes = layer_sizes(data_dim, latent_dim, hidden)
+    macs = sum(n_in * n_out for widths in sizes.values()
                for n_in, n_out in zip(widths[:-1], widths[1:], strict=True))
-    return 2 * (3 * macs - data_dim * layer_sizes(data_dim, latent_dim, hidden)["encoder"][1])
+    return 2 * (3 * macs - data_dim * sizes["encoder"][1])
 
 
 def gemm_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 20) -> float:
@@ -317,8 +317,6 @@ def throughput(batch_size: int, args, data) -> list[dict]:
     }
     vae = NumPyroVAE(x_train.numpy(), batch_size, args.seed, params_from_torch(encoder, decoder),
                      args.numpyro_elbo, config)
-    model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
-    fused = make_elbo("fused", 1)
     n = x_train.shape[0]
     epochs = {
         "numpyro": lambda: vae.epoch()[0],
@@ -326,9 +324,8 @@ def throughput(batch_size: int, args, data) -> list[dict]:
                          setups["fit"], precision=config.train.precision),
         "fit32": fit_route(model0, guide0, x_train, batch_size, transform,
                            config.inference.elbo, setups["fit32"], precision="float32"),
-        "loop": loop_route(lambda x: fused.differentiable_loss(model, guide, x, n=n),
-                           [*model.parameters(), *guide.parameters()], x_train, batch_size,
-                           transform, fused_adam=True),
+        "loop": elbo_loop_route(model0, guide0, x_train, batch_size, transform, "fused",
+                                fused_adam=True),
         "plain": lambda: train_plain_epoch(encoder, decoder, optimizer, x_train, batch_size,
                                            transform),
     }

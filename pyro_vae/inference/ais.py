@@ -214,7 +214,7 @@ def bdmc(
     trace = poutine.trace(model).get_trace(None, n=num_images)
     x = trace.nodes["x"]["value"]
     joint = LatentJoint(model, x)
-    z = joint.join({name: trace.nodes[name]["value"] for name in joint.site_names})
+    z = joint.read(trace)
     betas = sigmoid_schedule(steps)
     lower = ais(joint, betas, chains, leapfrog, step_size)
     reverse = ais(joint, betas.flip(0), chains, leapfrog, step_size,

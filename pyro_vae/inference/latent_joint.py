@@ -25,6 +25,7 @@ images of x (B, D) in the model's data plate at dim -1, as
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 
 import pyro
 import torch
@@ -32,6 +33,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import UserError
+from ..rng import forked_rng
 
 __all__ = ["LatentJoint"]
 
@@ -67,8 +69,7 @@ class LatentJoint:
 
     def __init__(self, model, x: torch.Tensor, keep_stream: bool = False):
         self.model, self.x = model, x
-        devices = [x.device] if x.is_cuda else []
-        with torch.no_grad(), torch.random.fork_rng(devices, enabled=keep_stream):
+        with torch.no_grad(), (forked_rng(x) if keep_stream else nullcontext()):
             trace = poutine.trace(model).get_trace(x[:1])
         latent = [(name, site) for name, site in trace.nodes.items()
                   if site["type"] == "sample" and not site["is_observed"]
@@ -101,6 +102,14 @@ class LatentJoint:
         """The concatenation z (..., d) of the sites' values {name: (..., d_i)}, in trace order."""
         return torch.cat([values[name] for name in self.site_names], dim=-1)
 
+    def read(self, trace, leading: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The concatenation z of the latent sites' values recorded in ``trace`` (a run of the
+        model, or of a guide with the same sites), each expanded to ``leading + (d_i,)`` when
+        ``leading`` is given (sites drawn outside a plate broadcast over it)."""
+        return self.join({name: trace.nodes[name]["value"] if leading is None
+                          else trace.nodes[name]["value"].expand(*leading, size)
+                          for name, size in self.sites})
+
     def log_terms(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(z), log p(x | z)), each of shape (C, B), for z of shape (C, B, d).
 
@@ -130,6 +139,4 @@ class LatentJoint:
         """z ~ p(z), shape (chains, B, d): the model run forward under the chains plate."""
         with pyro.plate("chains", chains, dim=-2):
             trace = poutine.trace(self.model).get_trace(self.x)
-        shape = (chains, self.num_images)
-        return self.join({name: trace.nodes[name]["value"].expand(*shape, size)
-                          for name, size in self.sites})
+        return self.read(trace, (chains, self.num_images))

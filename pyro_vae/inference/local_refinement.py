@@ -185,9 +185,7 @@ def guide_draws(guide, joint: LatentJoint, num: int) -> tuple[torch.Tensor, torc
     log_q = sum(site["log_prob"] for site in trace.nodes.values()
                 if site["type"] == "sample" and not site_is_subsample(site))
     shape = (num, joint.num_images)
-    z = joint.join({name: trace.nodes[name]["value"].expand(*shape, size)
-                    for name, size in joint.sites})
-    return z, log_q.expand(shape)
+    return joint.read(trace, shape), log_q.expand(shape)
 
 
 def _score(joint: LatentJoint, sample: Callable, eval_particles: int) -> tuple:

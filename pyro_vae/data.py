@@ -29,6 +29,7 @@ __all__ = [
     "read_numpy",
     "stratified_split",
     "binarize",
+    "bernoulli_draw",
     "fixed_binarization",
     "binarize_test_set",
     "minibatch_indices",
@@ -238,10 +239,29 @@ def load_dataset(
     return dataset.to(device)
 
 
+# where torch's Bernoulli kernel compares one uniform per element with p, in memory order
+_UNIFORM_BERNOULLI_DTYPES = (torch.float32, torch.float64)
+
+
+def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x ~ Bernoulli(p) element-wise, the same draws as ``torch.bernoulli(p, generator=...)``.
+
+    On the CPU torch's Bernoulli kernel draws u ~ U[0, 1) per element, in memory order, from
+    the same generator sequence as ``torch.rand`` and returns 1(u < p), one element at a time
+    through a path several times slower than ``torch.rand``'s; dynamic binarization draws a
+    whole mini-batch of pixels every step, so a contiguous float tensor on the CPU is drawn
+    as ``rand < p`` instead: the same pixels and the same generator state afterwards
+    (tests/test_data.py checks both).  Elsewhere ``torch.bernoulli`` draws it.
+    """
+    if p.device.type != "cpu" or p.dtype not in _UNIFORM_BERNOULLI_DTYPES or not p.is_contiguous():
+        return torch.bernoulli(p, generator=generator)
+    return torch.rand(p.shape, generator=generator, dtype=p.dtype).lt_(p)  # 1.0 where u < p
+
+
 def fixed_binarization(x: torch.Tensor, seed: int = SPLIT_SEED) -> torch.Tensor:
     """One draw x_bin ~ Bernoulli(x) from a generator seeded with ``seed``: same x, same draw."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.bernoulli(x, generator=generator)
+    return bernoulli_draw(x, generator)
 
 
 def binarize_test_set(x: torch.Tensor) -> torch.Tensor:
@@ -255,7 +275,7 @@ def binarize(
     """Binarize grey levels for a Bernoulli likelihood.
 
     Returns ``(x_train, x_test, batch_transform)``.  ``dynamic`` keeps the training
-    grey levels and returns ``torch.bernoulli`` as the transform, so each mini-batch
+    grey levels and returns :func:`bernoulli_draw` as the transform, so each mini-batch
     is a fresh draw (Salakhutdinov & Murray's dynamic binarization); ``static``
     draws the training set once; ``none`` keeps grey levels.  The test set is drawn
     once with a fixed seed in both binary modes, so test numbers are comparable.
@@ -269,7 +289,7 @@ def binarize(
     x_test = binarize_test_set(x_test)
     if mode == "static":
         return fixed_binarization(x_train, SPLIT_SEED), x_test, None
-    return x_train, x_test, torch.bernoulli
+    return x_train, x_test, bernoulli_draw
 
 
 def minibatch_indices(

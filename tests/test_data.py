@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from pyro_vae.data import (
+    bernoulli_draw,
     binarize,
     load_array_file,
     load_dataset,
@@ -105,6 +106,34 @@ def test_dynamic_binarization_redraws_but_test_is_fixed(mnist5k):
     assert torch.equal(x_test, x_test_again)
     # a draw of Bernoulli(grey level): the mean pixel matches the mean grey level
     assert abs(x_test.mean() - mnist5k.x_test.mean()) < 0.005
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(128, 784), (7, 3), (1, 1)])
+def test_bernoulli_draw_is_torch_bernoulli(shape, dtype):
+    """The same pixels as torch.bernoulli and the same generator state afterwards, with the
+    global generator and with one passed in, p of exactly 0 and 1 included."""
+    p = torch.rand(shape, dtype=dtype)
+    p.view(-1)[:1] = 0.0
+    p.view(-1)[-1:] = 1.0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        expected, after = torch.bernoulli(p), torch.rand(4)
+        torch.manual_seed(seed)
+        drawn = bernoulli_draw(p)
+        assert drawn.dtype == dtype and torch.equal(drawn, expected)
+        assert torch.equal(torch.rand(4), after)
+        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        assert torch.equal(bernoulli_draw(p, ours), torch.bernoulli(p, generator=theirs))
+        assert torch.equal(torch.rand(4, generator=ours), torch.rand(4, generator=theirs))
+
+
+def test_bernoulli_draw_of_a_strided_view_is_torch_bernoulli():
+    p = torch.rand(50, 40).t()  # not contiguous: torch.bernoulli draws it
+    torch.manual_seed(1)
+    expected = torch.bernoulli(p)
+    torch.manual_seed(1)
+    assert torch.equal(bernoulli_draw(p), expected)
 
 
 def test_static_and_none():

@@ -255,7 +255,8 @@ def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) ->
     """
     if p.device.type != "cpu" or p.dtype not in _UNIFORM_BERNOULLI_DTYPES or not p.is_contiguous():
         return torch.bernoulli(p, generator=generator)
-    return torch.rand(p.shape, generator=generator, dtype=p.dtype).lt_(p)  # 1.0 where u < p
+    u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+    return u.lt_(p)  # 1.0 where u < p
 
 
 def fixed_binarization(x: torch.Tensor, seed: int = SPLIT_SEED) -> torch.Tensor:

@@ -27,7 +27,7 @@ from .guides import GUIDES
 from .likelihoods import LIKELIHOODS, MIN_GAUSSIAN_SCALE
 from .nets import ACTIVATIONS, NETWORKS
 from .priors import PRIORS
-from .train import PRECISION_SETTINGS, check_threads
+from .train import COMPILE_SETTINGS, PRECISION_SETTINGS, check_threads
 from .train.schedules import LR_SCHEDULES
 
 __all__ = [
@@ -199,6 +199,9 @@ class TrainConfig:
     # multiplies it natively, else float32 (pyro_vae/train/precision.py); the default, since
     # benchmarks/vae_throughput.py measured the two within 0.03 nats of test ELBO
     precision: str = "auto"
+    # "on": the fused VAE loss under torch.compile (seconds to a minute, once); "auto": only
+    # for runs long enough to pay for it (pyro_vae/train/compilation.py)
+    compile: str = "auto"
     # learning rate of epoch e = lr x schedule(e): "constant", "iwae" (Burda et al.'s 3^i-epoch
     # stages), "step" (x lr_decay every lr_step epochs), "exponential" (x lr_decay per epoch)
     schedule: str = "constant"
@@ -219,6 +222,7 @@ class TrainConfig:
             raise UserError(f"train.seed must be >= 0, got {self.seed}")
         _choice("train.device", self.device, ("cpu", "cuda"))
         _choice("train.precision", self.precision, PRECISION_SETTINGS)
+        _choice("train.compile", self.compile, COMPILE_SETTINGS)
         _choice("train.schedule", self.schedule, LR_SCHEDULES.names())
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")

@@ -31,7 +31,7 @@ from ..experiments.vae import (
     restore_vae,
     train_vae,
 )
-from ..train import PRECISION_SETTINGS
+from ..train import COMPILE_SETTINGS, PRECISION_SETTINGS
 from .common import (
     add_eval_particles,
     add_out,
@@ -143,6 +143,7 @@ _TRAIN_FLAGS = {
     "seed": "train.seed",
     "device": "train.device",
     "precision": "train.precision",
+    "compile": "train.compile",
     "tensorboard": "train.log_dir",
     "threads": "train.threads",
 }
@@ -269,6 +270,12 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         choices=PRECISION_SETTINGS,
         help="bfloat16: mixed-precision training loss (faster on AVX512-BF16/AMX CPUs and GPUs); "
         "auto: bfloat16 where the hardware multiplies it natively, else float32",
+    )
+    train.add_argument(
+        "--compile",
+        choices=COMPILE_SETTINGS,
+        help="on: the fused VAE loss under torch.compile (a one-time compile of seconds to a "
+        "minute); auto: only for runs long enough to pay for it",
     )
     add_threads(train, None)  # None: the config's train.threads
     add_tensorboard(train, "to DIR/<run id>")

@@ -36,6 +36,7 @@ Tests: ``tests/test_fused.py``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -53,7 +54,7 @@ from ..models.vae import VAE
 from ..rng import forked_rng
 from .base import EstimatorELBO, MeanFieldELBO, TraceELBO, plate_nesting
 
-__all__ = ["FusedELBO"]
+__all__ = ["FusedELBO", "negative_elbo"]
 
 # the keys of a sample message that a scale-only handler may change
 _SCALE_KEYS = frozenset({"scale"})
@@ -128,6 +129,9 @@ class _Plan:
     guide_handlers: list[Messenger]
     analytic_kl: bool  # use KL(q || p) in closed form (registered and asked for)
 
+    compiled: Callable | None = None  # negative_elbo under torch.compile, or None
+    compiled_batch: int = 0  # the batch size ``compiled`` is used for (its static shape)
+
     def loss(self, x: torch.Tensor, n: int | None, num_particles: int) -> torch.Tensor:
         """-ELBO for the batch x (B, D) of a data set of size n, averaged over K particles.
 
@@ -135,26 +139,53 @@ class _Plan:
         caller's setting, and the per-step checks (every argument's constraint, x's support:
         a pass over the batch each) cost about 6% of a step.  Pyro's JIT ELBOs skip them too;
         a NaN that validation would have caught is then the training loop's NaN guard's.
+        Batches of ``compiled_batch`` rows go through ``compiled`` with the scales as a
+        tensor (a float that changes every step, as during KL warm-up, would recompile);
+        the rest, e.g. an epoch's ragged last batch, run eagerly.
         """
+        scales = self.scales(x.shape[0], n)
         with pyro.validation_enabled(False):
-            return self._loss(x, n, num_particles)
+            if self.compiled is not None and x.shape[0] == self.compiled_batch:
+                return self.compiled(self.vae, self.guide, x, torch.tensor(scales),
+                                     num_particles, self.analytic_kl)
+            return negative_elbo(self.vae, self.guide, x, scales, num_particles,
+                                 self.analytic_kl)
 
-    def _loss(self, x: torch.Tensor, n: int | None, num_particles: int) -> torch.Tensor:
-        batch = x.shape[0]
+    def scales(self, batch: int, n: int | None) -> tuple[float, float, float]:
+        """(s_x, s_z, s_q): the plate's n / B times the live handlers' scales of each site."""
         plate_scale = (n or batch) / batch
-        scale_x = plate_scale * _handler_scale(self.model_handlers, "x", True)
-        scale_q = plate_scale * _handler_scale(self.guide_handlers, "z", False)
-        q = self.guide.posterior(x)  # batch (B,), event (latent_dim,)
-        z = q.rsample((num_particles,)) if num_particles > 1 else q.rsample()  # ([K,] B, L)
-        p = self.vae.prior()
-        log_lik = self.vae.likelihood(self.vae.decoder(z)).log_prob(x)  # ([K,] B)
-        if self.analytic_kl:
-            # the closed form does not depend on z: the mean over particles is the one value
-            return scale_q * kl_divergence(q, p).sum() - scale_x * log_lik.sum() / num_particles
-        scale_z = plate_scale * _handler_scale(self.model_handlers, "z", False)
-        log_p, log_q = p.log_prob(z).sum(), q.log_prob(z).sum()
-        elbo = scale_x * log_lik.sum() + scale_z * log_p - scale_q * log_q
-        return -elbo / num_particles
+        return (plate_scale * _handler_scale(self.model_handlers, "x", True),
+                plate_scale * _handler_scale(self.model_handlers, "z", False),
+                plate_scale * _handler_scale(self.guide_handlers, "z", False))
+
+
+def negative_elbo(vae: VAE, guide: nn.Module, x: torch.Tensor, scales, num_particles: int,
+                  analytic_kl: bool) -> torch.Tensor:
+    """The fused -ELBO of the batch x (B, D): a pure function of its arguments (so
+    ``torch.compile`` can trace it whole), ``scales`` = (s_x, s_z, s_q) as floats or a (3,)
+    tensor.  ``analytic_kl`` needs ``kl_divergence(q, p)`` registered (the plan checked)."""
+    scale_x, scale_z, scale_q = scales
+    q = guide.posterior(x)  # batch (B,), event (latent_dim,)
+    z = q.rsample((num_particles,)) if num_particles > 1 else q.rsample()  # ([K,] B, L)
+    p = vae.prior()
+    log_lik = vae.likelihood(vae.decoder(z)).log_prob(x)  # ([K,] B)
+    if analytic_kl:
+        # the closed form does not depend on z: the mean over particles is the one value
+        return scale_q * kl_divergence(q, p).sum() - scale_x * log_lik.sum() / num_particles
+    log_p, log_q = p.log_prob(z).sum(), q.log_prob(z).sum()
+    elbo = scale_x * log_lik.sum() + scale_z * log_p - scale_q * log_q
+    return -elbo / num_particles
+
+
+@functools.cache
+def compiled_negative_elbo() -> Callable:
+    """:func:`negative_elbo` under ``torch.compile``, one wrapper for the process: Dynamo
+    keeps its graphs per code object, guarded by the networks' structure, the batch's
+    shape, K, the KL's form and the autocast state (the parameters are graph inputs, so a
+    new model of the same structure reuses a graph).  ``fallback_random`` makes inductor
+    draw z's noise with eager PyTorch's generator instead of its own, so seeds mean the
+    same with and without compiling."""
+    return torch.compile(negative_elbo, options={"fallback_random": True})
 
 
 class FusedELBO(EstimatorELBO):
@@ -191,6 +222,17 @@ class FusedELBO(EstimatorELBO):
         self._pair: tuple[Callable, Callable] | None = None
         self._plan: _Plan | None = None
         self._reason: str | None = None
+        self._compiled_batch = 0
+
+    def compile(self, batch_size: int) -> None:
+        """From now on compute fused batches of ``batch_size`` rows with ``torch.compile``
+        (forward and backward as generated kernels; the random numbers are eager PyTorch's,
+        so a compiled run draws what an eager one draws).  The first such batch compiles,
+        seconds to a minute on a CPU; inductor keeps the result on disk, so another run of
+        the same networks and batch size on this machine loads it instead."""
+        self._compiled_batch = batch_size
+        if self._plan is not None:
+            self._plan.compiled, self._plan.compiled_batch = compiled_negative_elbo(), batch_size
 
     def decline_reason(self, model, guide, *args, **kwargs) -> str | None:
         """None when this call would be fused, else why it goes to :attr:`fallback`."""
@@ -227,6 +269,8 @@ class FusedELBO(EstimatorELBO):
         if reason:
             return None, reason
         plan = _Plan(vae, guide_module, model_handlers, guide_handlers, self.analytic_kl)
+        if self._compiled_batch:
+            plan.compiled, plan.compiled_batch = compiled_negative_elbo(), self._compiled_batch
         with torch.no_grad(), forked_rng(x):
             model_trace, guide_trace = get_importance_trace("flat", 1, model, guide, (x,), {"n": n})
             reason = self._check(plan, model_trace, guide_trace, x, n)

@@ -203,6 +203,7 @@ def train_vae(
             checkpoint_extra=checkpoint_extra,
             distributed=distributed,
             precision=t.precision,
+            compile=t.compile,
             lr_schedule=make_schedule(t.schedule, t.lr_decay, t.lr_step),
             betas=tuple(t.adam_betas),
             eps=t.adam_eps,
@@ -234,6 +235,9 @@ def train_vae(
         "threads_reason": threads_reason,
         "precision": result.precision,
         "precision_reason": result.precision_reason,
+        "compiled": result.compiled,
+        "compile_reason": result.compile_reason,
+        "compile_seconds": result.compile_seconds,
         "checkpoint": str(result.checkpoint),
         "config": config.to_dict(),
     }

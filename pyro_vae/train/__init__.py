@@ -1,6 +1,7 @@
 """Training by SVI: :func:`fit`, its step, its guards, its checkpoints, its TensorBoard log and
 its thread count."""
 
+from .compilation import COMPILE_SETTINGS, resolve_compile
 from .fit import fit
 from .guards import CHECK_EVERY, TrainingDiverged, TrainingInterrupted
 from .precision import PRECISION_SETTINGS, PRECISIONS, native_bfloat16, resolve_precision
@@ -10,6 +11,7 @@ from .threads import check_threads, resolve_threads, running_threads, using_thre
 
 __all__ = [
     "CHECK_EVERY",
+    "COMPILE_SETTINGS",
     "PRECISIONS",
     "PRECISION_SETTINGS",
     "FitResult",
@@ -19,6 +21,7 @@ __all__ = [
     "check_threads",
     "fit",
     "native_bfloat16",
+    "resolve_compile",
     "resolve_precision",
     "resolve_threads",
     "running_threads",

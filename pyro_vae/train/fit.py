@@ -40,6 +40,7 @@ from ..elbos import ScaleLatents, importance_estimate
 from ..progress import progress_bar, say
 from ..rng import forked_rng
 from .checkpoint import checkpoint_payload, restore, save_checkpoint
+from .compilation import compile_loss, resolve_compile
 from .guards import (
     CHECK_EVERY,
     TrainingInterrupted,
@@ -86,6 +87,7 @@ def fit(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     log: TrainingLog | None = None,
+    compile: str = "off",
 ) -> FitResult:
     """Train ``model`` and ``guide`` by SVI on ``x_train`` (N, D).
 
@@ -136,6 +138,10 @@ def fit(
         there and float32 elsewhere (:mod:`.precision`).  The choice and its reason are
         printed before the first epoch (with ``progress``) and kept in the result.
 
+    compile : {"off", "on", "auto"}
+        "on" computes the fused VAE loss with ``torch.compile`` (:mod:`.compilation`), compiled
+        once before the first epoch; "auto" only when the run is long enough to pay for it.
+        The choice, its reason and the compile's seconds are printed and kept in the result.
     lr_schedule : callable, optional
         Epoch (0-based) -> multiplier of ``lr`` for that epoch (:mod:`.schedules`); the
         rollbacks' halving multiplies the base rate, so a schedule goes on after one.
@@ -171,8 +177,16 @@ def fit(
                 else torch.autocast(x_train.device.type, dtype=PRECISIONS[precision]))
     latent_scale = ScaleLatents()
     scaled_model, scaled_guide = latent_scale(model), latent_scale(guide)
-    warmup_steps = kl_warmup_epochs * -(-n // batch_size)
+    steps_per_epoch = -(-n // batch_size)
+    warmup_steps = kl_warmup_epochs * steps_per_epoch
     params = [p for p in (*model.parameters(), *guide.parameters()) if p.requires_grad]
+    first = x_train[:batch_size]  # a batch like the training batches, drawn on the side
+    if batch_transform is not None and compile != "off":
+        with forked_rng(x_train):
+            first = batch_transform(first)
+    compiled, compile_reason = resolve_compile(
+        compile, epochs * steps_per_epoch, loss_fn, scaled_model, scaled_guide, first, n
+    )
     # fused Adam: one kernel for all parameters instead of ~10 per tensor (torch >= 2.4)
     fused_adam = all(p.device.type in ("cpu", "cuda") for p in params)
     optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused_adam)
@@ -180,6 +194,13 @@ def fit(
                        precision=precision, precision_reason=precision_reason)
     if progress:
         say(f"precision: {precision} ({precision_reason})")
+    if compiled and n >= batch_size:
+        result.compile_seconds = compile_loss(loss_fn, scaled_model, scaled_guide, params,
+                                              first, n, autocast)
+    result.compiled, result.compile_reason = compiled, compile_reason
+    if progress and compile != "off":
+        spent = f"; compiled in {result.compile_seconds:.1f} s" if compiled else ""
+        say(f"compile: {'on' if compiled else 'off'} ({compile_reason}{spent})")
     state = Progress(lr=lr)
     if resume is not None:
         state = restore(resume, model, guide, optimizer, result)

@@ -31,6 +31,9 @@ class FitResult:
     rollbacks: int = 0  # returns to the last good state with the learning rate halved
     precision: str = "float32"  # the training loss's arithmetic ("auto" resolved)
     precision_reason: str = "set"
+    compiled: bool = False  # the fused loss ran under torch.compile ("auto" resolved)
+    compile_reason: str = "set"
+    compile_seconds: float = 0.0  # the one-time compile before the first epoch
 
 
 @dataclass

@@ -6,7 +6,7 @@
 #      training synchronises with the host once per check, not once per step;
 #   2. benchmarks/vae_throughput.py on full-size data (60000 rows) at batch 128 and
 #      1024: every route's seconds per epoch, examples per second and ratio to plain
-#      PyTorch (bfloat16 mixed precision, torch.compile and its CUDA-graph mode
+#      PyTorch (bfloat16 mixed precision, torch.compile, its CUDA-graph mode and fit's compile=on
 #      included), then the test ELBO of fit (float32, bfloat16) vs the plain loop
 #      after 10 epochs.
 #

@@ -44,8 +44,8 @@ def test_numpyro_vae_learns_the_same_model_and_the_table_has_every_route(
 
     routes = {row["key"]: row for row in result["rows"]}
     default_is_float32 = resolve_precision(load_config(None).train.precision, "cpu")[0] == "float32"
-    assert set(routes) == {"numpyro", "fit", "loop", "plain"} | (
-        set() if default_is_float32 else {"fit32"})
+    assert set(routes) == {"numpyro", "fit", "fitc", "loop", "plain"} | (
+        set() if default_is_float32 else {"fit32", "fitc32"})
     assert routes["numpyro"]["ratio"] == 1.0
     assert all(row["examples_per_s"] > 0 and row["batch"] == 128 for row in routes.values())
     table = written.read_text()
@@ -55,9 +55,10 @@ def test_numpyro_vae_learns_the_same_model_and_the_table_has_every_route(
     assert "| 0 | " in table and "fit - NumPyro" in table
     assert "- batch 128: default fit / NumPyro = " in table
     assert "fit float32 / bare loop = " in table
+    assert f"{routes['fitc']['route']} / NumPyro = " in table
     # the full-MNIST-size epochs: NumPyro and fit on the tiled images
     full = {row["key"] for row in result["full_rows"]}
-    assert full == {"numpyro", "fit"} | (set() if default_is_float32 else {"fit32"})
+    assert full == {"numpyro", "fit", "fitc"} | (set() if default_is_float32 else {"fit32"})
     assert all(row["n"] == 1024 for row in result["full_rows"])
     assert "Epochs of full-MNIST size (1024 rows" in table
 

@@ -146,7 +146,7 @@ class _Plan:
         scales = self.scales(x.shape[0], n)
         with pyro.validation_enabled(False):
             if self.compiled is not None and x.shape[0] == self.compiled_batch:
-                return self.compiled(self.vae, self.guide, x, torch.tensor(scales),
+                return self.compiled(self.vae, self.guide, x, torch.tensor(scales, device=x.device),
                                      num_particles, self.analytic_kl)
             return negative_elbo(self.vae, self.guide, x, scales, num_particles,
                                  self.analytic_kl)

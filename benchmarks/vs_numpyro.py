@@ -28,14 +28,15 @@ route / NumPyro (>= 1: at least as fast as NumPyro).  A summary per batch size g
 ratios the targets are about and each float32 route's share of the float32 ceiling: the
 FLOP/s of its matrix products (:func:`flop_per_example` x examples/s) over torch's own
 best float32 matrix product on this CPU (:func:`gemm_peak`).  Then the same at full-MNIST
-size (``--full-size`` rows: mnist5k's training images tiled; NumPyro and ``fit``), and the
-test ELBO after ``--quality-epochs`` epochs of NumPyro and of ``fit`` from the same seeds and
-initial weights, both evaluated by the same code (``common.test_elbo``: 1000 binarized test
-images, 100 particles each; NumPyro's parameters copied into the PyTorch networks), beside
-NumPyro's own estimate of its ELBO as a check of that copy.  NumPyro's estimator is
-``TraceMeanField_ELBO`` by default, the closed-form KL of ``fit``'s default.  The random draws
-differ (JAX's generator is not torch's), so the ELBOs agree within the noise of training, not
-to round-off.
+size (``--full-size`` rows: mnist5k's training images tiled; NumPyro, ``fit`` eager and
+compiled, and the bare loop, whose 15 times longer epochs make the fit / bare-loop ratio less
+noisy than mnist5k's), and the test ELBO after ``--quality-epochs`` epochs of NumPyro and of
+``fit`` from the same seeds and initial weights, both evaluated by the same code
+(``common.test_elbo``: 1000 binarized test images, 100 particles each; NumPyro's parameters
+copied into the PyTorch networks), beside NumPyro's own estimate of its ELBO as a check of
+that copy.  NumPyro's estimator is ``TraceMeanField_ELBO`` by default, the closed-form KL of
+``fit``'s default.  The random draws differ (JAX's generator is not torch's), so the ELBOs
+agree within the noise of training, not to round-off.
 
     python benchmarks/vs_numpyro.py [--repeats 5] [--batch-sizes 128,1024]
         [--quality-epochs 10] [--quality-seeds 0,1,2] [--train-size N]
@@ -446,6 +447,7 @@ def markdown(rows: list[dict], full_rows: list[dict], qualities: list[dict], arg
         lines += ["", f"Epochs of full-MNIST size ({full_rows[0]['n']} rows: mnist5k's training "
                       f"images tiled), median of {args.full_repeats} turns:", ""]
         lines += _throughput_lines(full_rows)
+        lines += [""] + summary(full_rows, ceiling)
     if qualities:
         lines += ["", "| seed | NumPyro | fit, default | fit - NumPyro | NumPyro at the start "
                       "| NumPyro, its own estimate |", "|---:|---:|---:|---:|---:|---:|"]
@@ -507,7 +509,7 @@ def main(argv=None) -> dict:
     if args.full_size:
         full = load(argparse.Namespace(train_size=args.full_size), args.seed)
         timed = argparse.Namespace(**{**vars(args), "repeats": args.full_repeats,
-                                      "routes": ["fit32", "fitc"]})
+                                      "routes": ["fit32", "fitc", "loop"]})
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             full_rows += [dict(r, n=args.full_size) for r in throughput(batch_size, timed, full)]
             print(f"full size, batch {batch_size} done", flush=True)

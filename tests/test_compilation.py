@@ -48,7 +48,8 @@ def test_auto_does_not_compile_a_pair_the_fused_loss_declines():
     assert not compiled and reason.startswith("auto: the loss is not fused (")
 
 
-@pytest.mark.parametrize("elbo", ["fused", "fused_trace"])
+# the Monte Carlo KL's graph is a second compile of tens of seconds on a CI machine: slow
+@pytest.mark.parametrize("elbo", ["fused", pytest.param("fused_trace", marks=pytest.mark.slow)])
 def test_a_compiled_run_is_the_eager_run(elbo):
     """Same seed, KL warm-up (a scale changing every step), a ragged last batch: the compiled
     run draws the same z and differs from the eager one only by the kernels' round-off."""

@@ -58,9 +58,11 @@ def test_numpyro_vae_learns_the_same_model_and_the_table_has_every_route(
     assert f"{routes['fitc']['route']} / NumPyro = " in table
     # the full-MNIST-size epochs: NumPyro and fit on the tiled images
     full = {row["key"] for row in result["full_rows"]}
-    assert full == {"numpyro", "fit", "fitc"} | (set() if default_is_float32 else {"fit32"})
+    assert full == {"numpyro", "fit", "fitc", "loop"} | (
+        set() if default_is_float32 else {"fit32"})
     assert all(row["n"] == 1024 for row in result["full_rows"])
     assert "Epochs of full-MNIST size (1024 rows" in table
+    assert table.count("- batch 128: default fit / NumPyro = ") == 2  # both tables summarised
 
 
 def test_the_ceiling_counts_the_matrix_products_of_a_step(monkeypatch):

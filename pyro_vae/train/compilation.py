@@ -24,9 +24,9 @@ from ..rng import forked_rng
 __all__ = ["COMPILE_PAYS_AFTER", "COMPILE_SETTINGS", "compile_loss", "resolve_compile"]
 
 COMPILE_SETTINGS = ("auto", "on", "off")
-# steps after which a compiled loss has saved its compile time on this project's 2-core CPU:
-# benchmarks/vs_numpyro.py's "compile" rows (README, "Speed") measured a cold compile of
-# ~45 s and a saving of ~0.6-0.8 ms per batch-128 step, a warm (cached) compile ~10 s
+# steps after which a compiled loss has surely repaid its compile on a small CPU: a first
+# compile (inductor's disk cache empty) takes up to a minute, and a batch-128 step saves about
+# a millisecond or two (benchmarks/vs_numpyro.py; the README's "Compiling the loss")
 COMPILE_PAYS_AFTER = 60_000
 
 

@@ -270,9 +270,11 @@ def test_the_speed_prose_agrees_with_its_tables():
     assert (f"the default reaches {ratio(small, default, 128):.2f}x on mnist5k's epochs and "
             f"{ratio(full, default, 128):.2f}x on full-MNIST-size ones") in flat
     assert f"a step is ~{128 / speed(small, fit32, 128) * 1e3:.0f} ms" in flat
-    assert (f"runs at {speed(small, fit32, 128) / speed(small, loop, 128):.2f}x its bare loop at "
-            f"batch 128 ({speed(small, fit32, 1024) / speed(small, loop, 1024):.2f}x at "
-            "batch 1024") in flat
+    to_loop = {(rows is full, b): f"{speed(rows, fit32, b) / speed(rows, loop, b):.2f}x"
+               for rows in (small, full) for b in (128, 1024)}
+    assert (f"runs at {to_loop[False, 128]} its bare loop at batch 128 ({to_loop[False, 1024]} "
+            f"at batch 1024; on full-MNIST-size epochs, {to_loop[True, 128]} and "
+            f"{to_loop[True, 1024]})") in flat
     assert (f"({speed(small, default, 128):,.0f} against {speed(small, fit32, 128):,.0f} "
             f"examples/s on mnist5k's epochs, {speed(full, default, 128):,.0f} against "
             f"{speed(full, fit32, 128):,.0f} on full-MNIST-size ones)") in flat

@@ -36,10 +36,9 @@ Tests: ``tests/test_fused.py``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import pyro
@@ -177,7 +176,7 @@ def negative_elbo(vae: VAE, guide: nn.Module, x: torch.Tensor, scales, num_parti
     return -elbo / num_particles
 
 
-@functools.cache
+@cache
 def compiled_negative_elbo() -> Callable:
     """:func:`negative_elbo` under ``torch.compile``, one wrapper for the process: Dynamo
     keeps its graphs per code object, guarded by the networks' structure, the batch's

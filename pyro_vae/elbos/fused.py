@@ -128,25 +128,25 @@ class _Plan:
     guide_handlers: list[Messenger]
     analytic_kl: bool  # use KL(q || p) in closed form (registered and asked for)
 
-    compiled: Callable | None = None  # negative_elbo under torch.compile, or None
-    compiled_batch: int = 0  # the batch size ``compiled`` is used for (its static shape)
-
-    def loss(self, x: torch.Tensor, n: int | None, num_particles: int) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, n: int | None, num_particles: int,
+             compiled_batch: int = 0) -> torch.Tensor:
         """-ELBO for the batch x (B, D) of a data set of size n, averaged over K particles.
 
         Without distribution validation: the planning trace validated the pair under the
         caller's setting, and the per-step checks (every argument's constraint, x's support:
         a pass over the batch each) cost about 6% of a step.  Pyro's JIT ELBOs skip them too;
         a NaN that validation would have caught is then the training loop's NaN guard's.
-        Batches of ``compiled_batch`` rows go through ``compiled`` with the scales as a
-        tensor (a float that changes every step, as during KL warm-up, would recompile);
-        the rest, e.g. an epoch's ragged last batch, run eagerly.
+        Batches of ``compiled_batch`` rows go through :func:`compiled_negative_elbo` with the
+        scales as a tensor (a float that changes every step, as during KL warm-up, would
+        recompile); the rest, e.g. an epoch's ragged last batch, run eagerly.
         """
         scales = self.scales(x.shape[0], n)
         with pyro.validation_enabled(False):
-            if self.compiled is not None and x.shape[0] == self.compiled_batch:
-                return self.compiled(self.vae, self.guide, x, torch.tensor(scales, device=x.device),
-                                     num_particles, self.analytic_kl)
+            if x.shape[0] == compiled_batch:
+                return compiled_negative_elbo()(
+                    self.vae, self.guide, x, torch.tensor(scales, device=x.device), num_particles,
+                    self.analytic_kl,
+                )
             return negative_elbo(self.vae, self.guide, x, scales, num_particles,
                                  self.analytic_kl)
 
@@ -230,8 +230,6 @@ class FusedELBO(EstimatorELBO):
         seconds to a minute on a CPU; inductor keeps the result on disk, so another run of
         the same networks and batch size on this machine loads it instead."""
         self._compiled_batch = batch_size
-        if self._plan is not None:
-            self._plan.compiled, self._plan.compiled_batch = compiled_negative_elbo(), batch_size
 
     def decline_reason(self, model, guide, *args, **kwargs) -> str | None:
         """None when this call would be fused, else why it goes to :attr:`fallback`."""
@@ -248,7 +246,8 @@ class FusedELBO(EstimatorELBO):
         """-ELBO as a differentiable scalar tensor (same value and gradient as :attr:`fallback`)."""
         if self.decline_reason(model, guide, *args, **kwargs) is not None:
             return self.fallback.differentiable_loss(model, guide, *args, **kwargs)
-        return self._plan.loss(args[0], kwargs.get("n"), self.num_particles)
+        return self._plan.loss(args[0], kwargs.get("n"), self.num_particles,
+                               self._compiled_batch)
 
     def _get_trace(self, model, guide, args, kwargs):
         # the traces of this estimator are its fallback's (Pyro's ELBO asks for the method)
@@ -268,8 +267,6 @@ class FusedELBO(EstimatorELBO):
         if reason:
             return None, reason
         plan = _Plan(vae, guide_module, model_handlers, guide_handlers, self.analytic_kl)
-        if self._compiled_batch:
-            plan.compiled, plan.compiled_batch = compiled_negative_elbo(), self._compiled_batch
         with torch.no_grad(), forked_rng(x):
             model_trace, guide_trace = get_importance_trace("flat", 1, model, guide, (x,), {"n": n})
             reason = self._check(plan, model_trace, guide_trace, x, n)

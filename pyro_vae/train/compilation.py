@@ -4,7 +4,7 @@
 (:func:`~pyro_vae.elbos.fused.compiled_negative_elbo`); the optimizer step, the NaN guard
 and the ragged last batch of each epoch stay eager.  Compiling costs seconds to a minute
 once per process (less when inductor's disk cache already holds the graphs) and saves a
-fraction of a millisecond per step, so ``"auto"`` compiles only runs long enough to pay:
+millisecond or two per batch-128 step, so ``"auto"`` compiles only runs long enough to pay:
 
     on   if the loss is fused and the run has at least COMPILE_PAYS_AFTER steps
     off  otherwise

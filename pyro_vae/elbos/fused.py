@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import pyro
@@ -53,7 +53,7 @@ from ..models.vae import VAE
 from ..rng import forked_rng
 from .base import EstimatorELBO, MeanFieldELBO, TraceELBO, plate_nesting
 
-__all__ = ["FusedELBO", "negative_elbo"]
+__all__ = ["FusedELBO", "FusedPlan", "negative_elbo"]
 
 # the keys of a sample message that a scale-only handler may change
 _SCALE_KEYS = frozenset({"scale"})
@@ -119,8 +119,9 @@ def _same(a, b) -> bool:
 
 
 @dataclass
-class _Plan:
-    """What the one Pyro trace established about a (model, guide) pair."""
+class FusedPlan:
+    """What the one Pyro trace established about a (model, guide) pair: the VAE, the guide
+    module, the handlers whose scales the sites get, and the KL's form."""
 
     vae: VAE
     guide: nn.Module
@@ -128,27 +129,17 @@ class _Plan:
     guide_handlers: list[Messenger]
     analytic_kl: bool  # use KL(q || p) in closed form (registered and asked for)
 
-    def loss(self, x: torch.Tensor, n: int | None, num_particles: int,
-             compiled_batch: int = 0) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, n: int | None, num_particles: int) -> torch.Tensor:
         """-ELBO for the batch x (B, D) of a data set of size n, averaged over K particles.
 
         Without distribution validation: the planning trace validated the pair under the
         caller's setting, and the per-step checks (every argument's constraint, x's support:
         a pass over the batch each) cost about 6% of a step.  Pyro's JIT ELBOs skip them too;
         a NaN that validation would have caught is then the training loop's NaN guard's.
-        Batches of ``compiled_batch`` rows go through :func:`compiled_negative_elbo` with the
-        scales as a tensor (a float that changes every step, as during KL warm-up, would
-        recompile); the rest, e.g. an epoch's ragged last batch, run eagerly.
         """
-        scales = self.scales(x.shape[0], n)
         with pyro.validation_enabled(False):
-            if x.shape[0] == compiled_batch:
-                return compiled_negative_elbo()(
-                    self.vae, self.guide, x, torch.tensor(scales, device=x.device), num_particles,
-                    self.analytic_kl,
-                )
-            return negative_elbo(self.vae, self.guide, x, scales, num_particles,
-                                 self.analytic_kl)
+            return negative_elbo(self.vae, self.guide, x, self.scales(x.shape[0], n),
+                                 num_particles, self.analytic_kl)
 
     def scales(self, batch: int, n: int | None) -> tuple[float, float, float]:
         """(s_x, s_z, s_q): the plate's n / B times the live handlers' scales of each site."""
@@ -162,7 +153,9 @@ def negative_elbo(vae: VAE, guide: nn.Module, x: torch.Tensor, scales, num_parti
                   analytic_kl: bool) -> torch.Tensor:
     """The fused -ELBO of the batch x (B, D): a pure function of its arguments (so
     ``torch.compile`` can trace it whole), ``scales`` = (s_x, s_z, s_q) as floats or a (3,)
-    tensor.  ``analytic_kl`` needs ``kl_divergence(q, p)`` registered (the plan checked)."""
+    tensor (under ``torch.compile`` a float that changes every step, as during KL warm-up,
+    would recompile).  ``analytic_kl`` needs ``kl_divergence(q, p)`` registered (the plan
+    checked)."""
     scale_x, scale_z, scale_q = scales
     q = guide.posterior(x)  # batch (B,), event (latent_dim,)
     z = q.rsample((num_particles,)) if num_particles > 1 else q.rsample()  # ([K,] B, L)
@@ -174,17 +167,6 @@ def negative_elbo(vae: VAE, guide: nn.Module, x: torch.Tensor, scales, num_parti
     log_p, log_q = p.log_prob(z).sum(), q.log_prob(z).sum()
     elbo = scale_x * log_lik.sum() + scale_z * log_p - scale_q * log_q
     return -elbo / num_particles
-
-
-@cache
-def compiled_negative_elbo() -> Callable:
-    """:func:`negative_elbo` under ``torch.compile``, one wrapper for the process: Dynamo
-    keeps its graphs per code object, guarded by the networks' structure, the batch's
-    shape, K, the KL's form and the autocast state (the parameters are graph inputs, so a
-    new model of the same structure reuses a graph).  ``fallback_random`` makes inductor
-    draw z's noise with eager PyTorch's generator instead of its own, so seeds mean the
-    same with and without compiling."""
-    return torch.compile(negative_elbo, options={"fallback_random": True})
 
 
 class FusedELBO(EstimatorELBO):
@@ -219,17 +201,13 @@ class FusedELBO(EstimatorELBO):
         self.fallback = elbo(num_particles=num_particles, vectorize_particles=num_particles > 1,
                              max_plate_nesting=plate_nesting(max_plate_nesting))
         self._pair: tuple[Callable, Callable] | None = None
-        self._plan: _Plan | None = None
+        self._plan: FusedPlan | None = None
         self._reason: str | None = None
-        self._compiled_batch = 0
 
-    def compile(self, batch_size: int) -> None:
-        """From now on compute fused batches of ``batch_size`` rows with ``torch.compile``
-        (forward and backward as generated kernels; the random numbers are eager PyTorch's,
-        so a compiled run draws what an eager one draws).  The first such batch compiles,
-        seconds to a minute on a CPU; inductor keeps the result on disk, so another run of
-        the same networks and batch size on this machine loads it instead."""
-        self._compiled_batch = batch_size
+    def plan(self, model, guide, *args, **kwargs) -> FusedPlan | None:
+        """The plan this call would be fused by (its loss, scales and networks), or None when
+        it goes to :attr:`fallback` (:meth:`decline_reason` says why)."""
+        return None if self.decline_reason(model, guide, *args, **kwargs) else self._plan
 
     def decline_reason(self, model, guide, *args, **kwargs) -> str | None:
         """None when this call would be fused, else why it goes to :attr:`fallback`."""
@@ -246,8 +224,7 @@ class FusedELBO(EstimatorELBO):
         """-ELBO as a differentiable scalar tensor (same value and gradient as :attr:`fallback`)."""
         if self.decline_reason(model, guide, *args, **kwargs) is not None:
             return self.fallback.differentiable_loss(model, guide, *args, **kwargs)
-        return self._plan.loss(args[0], kwargs.get("n"), self.num_particles,
-                               self._compiled_batch)
+        return self._plan.loss(args[0], kwargs.get("n"), self.num_particles)
 
     def _get_trace(self, model, guide, args, kwargs):
         # the traces of this estimator are its fallback's (Pyro's ELBO asks for the method)
@@ -266,13 +243,13 @@ class FusedELBO(EstimatorELBO):
         )
         if reason:
             return None, reason
-        plan = _Plan(vae, guide_module, model_handlers, guide_handlers, self.analytic_kl)
+        plan = FusedPlan(vae, guide_module, model_handlers, guide_handlers, self.analytic_kl)
         with torch.no_grad(), forked_rng(x):
             model_trace, guide_trace = get_importance_trace("flat", 1, model, guide, (x,), {"n": n})
             reason = self._check(plan, model_trace, guide_trace, x, n)
         return (None, reason) if reason else (plan, None)
 
-    def _check(self, plan: _Plan, model_trace, guide_trace, x, n) -> str | None:
+    def _check(self, plan: FusedPlan, model_trace, guide_trace, x, n) -> str | None:
         """Why the traced pair is not the fused computation, or None; may clear ``analytic_kl``."""
         model_sites = {k: s for k, s in model_trace.nodes.items() if s["type"] == "sample"}
         guide_sites = {k: s for k, s in guide_trace.nodes.items() if s["type"] == "sample"}

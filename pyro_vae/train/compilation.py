@@ -1,10 +1,19 @@
-"""Whether ``fit`` compiles its training loss, and the one-time compile before the first epoch.
+"""Whether ``fit`` compiles its training step, and the compiled step.
 
-``compile = "on"`` computes the fused VAE loss (forward and backward) with ``torch.compile``
-(:func:`~pyro_vae.elbos.fused.compiled_negative_elbo`); the optimizer step, the NaN guard
-and the ragged last batch of each epoch stay eager.  Compiling costs seconds to a minute
-once per process (less when inductor's disk cache already holds the graphs) and saves a
-millisecond or two per batch-128 step, so ``"auto"`` compiles only runs long enough to pay:
+``compile = "on"`` computes each full mini-batch's loss, gradient and NaN-guard flag as one
+``torch.compile`` graph (inductor): with theta the trainable parameters, x (B, D) the batch
+and s the sites' scales (:class:`~pyro_vae.elbos.fused.FusedPlan`),
+
+    (L, g) = (-ELBO(theta; x, s), grad_theta -ELBO(theta; x, s))    torch.func.grad_and_value
+    bad    = 1 unless L + ||g||_2 is finite                         the guard of .step
+
+then steps the optimizer, fused Adam skipping a bad step inside its kernel.  Taking the
+gradient with ``torch.func`` inside the graph replaces the autograd engine's walk over the
+backward and a few hundred eager operator calls by one call of generated kernels; Adam stays
+the fused kernel, which beat inductor's own Adam in the same graph (benchmarks/NOTES.md).  An
+epoch's ragged last batch takes the eager step (no dynamic shapes).  Compiling costs seconds
+to a minute once per process (less when inductor's disk cache already holds the graph), so
+``"auto"`` compiles only runs long enough to pay:
 
     on   if the loss is fused and the run has at least COMPILE_PAYS_AFTER steps
     off  otherwise
@@ -15,18 +24,23 @@ The choice and its reason are printed before the first epoch, with the compile's
 from __future__ import annotations
 
 import time
+from functools import cache
 
+import pyro
 import torch
+from torch import nn
 
 from ..elbos import FusedELBO
+from ..elbos.fused import FusedPlan, negative_elbo
 from ..rng import forked_rng
+from .step import nonfinite, step_unless, total_norm
 
-__all__ = ["COMPILE_PAYS_AFTER", "COMPILE_SETTINGS", "compile_loss", "resolve_compile"]
+__all__ = ["COMPILE_PAYS_AFTER", "COMPILE_SETTINGS", "CompiledStep", "resolve_compile"]
 
 COMPILE_SETTINGS = ("auto", "on", "off")
-# steps after which a compiled loss has surely repaid its compile on a small CPU: a first
+# steps after which a compiled step has surely repaid its compile on a small CPU: a first
 # compile (inductor's disk cache empty) takes up to a minute, and a batch-128 step saves about
-# a millisecond or two (benchmarks/vs_numpyro.py; the README's "Compiling the loss")
+# a millisecond or two (benchmarks/vs_numpyro.py; the README's "Compiling the training step")
 COMPILE_PAYS_AFTER = 60_000
 
 
@@ -56,20 +70,85 @@ def resolve_compile(setting: str, steps: int, loss_fn, model, guide, batch: torc
     return True, f"auto: {steps} steps, at least the {COMPILE_PAYS_AFTER} a compile pays after"
 
 
-def compile_loss(loss_fn: FusedELBO, model, guide, params: list[torch.Tensor],
-                 batch: torch.Tensor, n: int, autocast) -> float:
-    """Compile ``loss_fn`` for batches of ``batch``'s shape now; its seconds.
+class _Objective(nn.Module):
+    """The fused -ELBO as one module, so ``torch.func.functional_call`` can substitute the
+    parameters of the VAE and the guide together."""
 
-    One forward and backward of ``batch`` (B, D) under ``autocast`` (the training loss's),
-    on forked generators and with ``params``' gradients put back afterwards, so the run's draws and
-    parameters are those of an uncompiled run; the loop then never stops to compile.
+    def __init__(self, plan: FusedPlan, num_particles: int):
+        super().__init__()
+        self.vae, self.guide = plan.vae, plan.guide
+        self.num_particles, self.analytic_kl = num_particles, plan.analytic_kl
+
+    def forward(self, x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        return negative_elbo(self.vae, self.guide, x, scales, self.num_particles,
+                             self.analytic_kl)
+
+
+def _loss_and_grads(objective: _Objective, params: dict[str, torch.Tensor], x: torch.Tensor,
+                    scales: torch.Tensor, dtype: torch.dtype | None):
+    """(the gradients of -ELBO in ``params``' order, ``[loss, bad, ||g||_2]``) for the batch
+    x (B, D): the loss and its gradient by ``torch.func.grad_and_value``, then the NaN guard's
+    flag and norm (:mod:`.step`).  ``dtype``: the loss's autocast dtype, None for float32."""
+
+    def loss_of(theta):
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            return torch.func.functional_call(objective, theta, (x, scales))
+
+    grads, loss = torch.func.grad_and_value(loss_of)(params)
+    grads = list(grads.values())
+    norm = total_norm(loss, grads)
+    return grads, torch.stack([loss, nonfinite(loss, norm), norm])
+
+
+@cache
+def _compiled_loss_and_grads():
+    """:func:`_loss_and_grads` under ``torch.compile``, one wrapper for the process: Dynamo
+    keeps its graphs per code object, guarded by the networks' structure, the batch's shape,
+    K, the KL's form and the dtype (the parameters are graph inputs, so a new model of the
+    same structure reuses a graph).  ``fallback_random`` makes inductor draw z's noise with
+    eager PyTorch's generator instead of its own, so seeds mean the same with and without
+    compiling."""
+    return torch.compile(_loss_and_grads, options={"fallback_random": True})
+
+
+class CompiledStep:
+    """The compiled training step for ``plan``'s pair, stepping ``optimizer`` over the
+    parameters it holds.
+
+    ``step(x, n)`` trains on the batch x (B, D) of a data set of n rows with the scales the
+    plan reads from the live handlers and returns ``[loss, bad, ||g||_2]``, like
+    :func:`.step.svi_step`.
     """
-    grads = [p.grad for p in params]
-    loss_fn.compile(batch.shape[0])
-    start = time.perf_counter()
-    with forked_rng(batch), autocast:
-        loss = loss_fn.differentiable_loss(model, guide, batch, n=n)
-    loss.backward()
-    for p, grad in zip(params, grads, strict=True):
-        p.grad = grad
-    return time.perf_counter() - start
+
+    def __init__(self, plan: FusedPlan, num_particles: int, optimizer: torch.optim.Optimizer,
+                 dtype: torch.dtype | None):
+        self.plan, self.optimizer, self.dtype = plan, optimizer, dtype
+        self.objective = _Objective(plan, num_particles)
+        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self.params = {name: p for name, p in self.objective.named_parameters()
+                       if id(p) in trained}
+        # the gradient is the graph's output, not autograd's: the graph's inputs are p's values
+        # (same storage, updated in place by the optimizer) without autograd's history
+        self._values = {name: p.detach() for name, p in self.params.items()}
+
+    def __call__(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        grads, row = self._loss_and_grads(x, n)
+        for p, grad in zip(self.params.values(), grads, strict=True):
+            p.grad = grad
+        step_unless(self.optimizer, row[1])
+        return row
+
+    def compile(self, x: torch.Tensor, n: int) -> float:
+        """Compile for batches of x's shape now, on forked generators (the run's draws are
+        unchanged; nothing is updated); its seconds."""
+        start = time.perf_counter()
+        with forked_rng(x):
+            self._loss_and_grads(x, n)
+        return time.perf_counter() - start
+
+    def _loss_and_grads(self, x: torch.Tensor, n: int):
+        scales = torch.tensor(self.plan.scales(x.shape[0], n), device=x.device)
+        # without distribution validation, as the fused loss (FusedPlan.loss says why)
+        with pyro.validation_enabled(False):
+            return _compiled_loss_and_grads()(self.objective, self._values, x, scales,
+                                              self.dtype)

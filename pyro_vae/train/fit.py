@@ -40,7 +40,7 @@ from ..elbos import ScaleLatents, importance_estimate
 from ..progress import progress_bar, say
 from ..rng import forked_rng
 from .checkpoint import checkpoint_payload, restore, save_checkpoint
-from .compilation import compile_loss, resolve_compile
+from .compilation import CompiledStep, resolve_compile
 from .guards import (
     CHECK_EVERY,
     TrainingInterrupted,
@@ -139,8 +139,9 @@ def fit(
         printed before the first epoch (with ``progress``) and kept in the result.
 
     compile : {"off", "on", "auto"}
-        "on" computes the fused VAE loss with ``torch.compile`` (:mod:`.compilation`), compiled
-        once before the first epoch; "auto" only when the run is long enough to pay for it.
+        "on" runs each full batch's step (fused VAE loss, gradient, NaN guard and Adam) as one
+        ``torch.compile`` graph (:mod:`.compilation`), compiled once before the first epoch;
+        "auto" only when the run is long enough to pay for it.
         The choice, its reason and the compile's seconds are printed and kept in the result.
     lr_schedule : callable, optional
         Epoch (0-based) -> multiplier of ``lr`` for that epoch (:mod:`.schedules`); the
@@ -194,9 +195,12 @@ def fit(
                        precision=precision, precision_reason=precision_reason)
     if progress:
         say(f"precision: {precision} ({precision_reason})")
+    compiled_step = None  # the full batches' step when compiled, else None
     if compiled and n >= batch_size:
-        result.compile_seconds = compile_loss(loss_fn, scaled_model, scaled_guide, params,
-                                              first, n, autocast)
+        compiled_step = CompiledStep(loss_fn.plan(scaled_model, scaled_guide, first, n=n),
+                                     num_particles, optimizer,
+                                     None if precision == "float32" else PRECISIONS[precision])
+        result.compile_seconds = compiled_step.compile(first, n)
     result.compiled, result.compile_reason = compiled, compile_reason
     if progress and compile != "off":
         spent = f"; compiled in {result.compile_seconds:.1f} s" if compiled else ""
@@ -239,9 +243,12 @@ def fit(
                 x = x_train[idx] if batch_transform is None else batch_transform(x_train[idx])
                 warm = min(1.0, (state.global_step + 1) / warmup_steps) if warmup_steps else 1.0
                 latent_scale.weight = kl_weight * warm
-                with autocast:
-                    loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
-                pending.append((svi_step(loss, optimizer, params), len(idx)))
+                if compiled_step is not None and len(idx) == batch_size:
+                    pending.append((compiled_step(x, n), len(idx)))
+                else:
+                    with autocast:
+                        loss = loss_fn.differentiable_loss(scaled_model, scaled_guide, x, n=n)
+                    pending.append((svi_step(loss, optimizer, params), len(idx)))
                 state.step += 1
                 state.global_step += 1
                 bar.update()

@@ -145,7 +145,7 @@ def routes_for(batch_size, args, x_train, transform, model0, guide0, encoder, de
     }
     fits = {f"fit, elbo={e}": (e, {}) for e in ("trace", "meanfield", "fused_trace", "fused")}
     fits["fit, elbo=fused, precision=bfloat16"] = ("fused", {"precision": "bfloat16"})
-    if args.compile:  # fit's own compiled loss (train.compile = "on")
+    if args.compile:  # fit's own compiled step (train.compile = "on")
         fits["fit, elbo=fused, compile=on"] = ("fused", {"compile": "on"})
         fits["fit, elbo=fused, precision=bfloat16, compile=on"] = (
             "fused", {"precision": "bfloat16", "compile": "on"})

@@ -17,8 +17,9 @@ speed writes it; the draw's key is split off the SVI state's key).  ``fit`` is t
 Beside them, ``fit`` in float32 (where the default precision is not) and the bare loop of the
 same fused loss and fused Adam in float32 (``vae_throughput.loop_route``): what ``fit``'s
 bookkeeping (NaN guard, progress, checkpoints' state) costs is their ratio.  And ``fit`` with
-``compile="on"`` (the fused loss under ``torch.compile``; ``train.compile = "auto"`` turns it on
-for long runs) at the default precision and in float32, its compile counted as one-time.
+``compile="on"`` (the fused loss and its gradient under ``torch.compile``;
+``train.compile = "auto"`` turns it on for long runs) at the default precision and in float32,
+its compile counted as one-time.
 
 The routes take turns (the noise of a shared machine hits all alike), each turn two epochs of
 which the second is timed; the first epoch of each route is a warm-up whose extra time

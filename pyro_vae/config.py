@@ -199,8 +199,8 @@ class TrainConfig:
     # multiplies it natively, else float32 (pyro_vae/train/precision.py); the default, since
     # benchmarks/vae_throughput.py measured the two within 0.03 nats of test ELBO
     precision: str = "auto"
-    # "on": the fused VAE loss under torch.compile (seconds to a minute, once); "auto": only
-    # for runs long enough to pay for it (pyro_vae/train/compilation.py)
+    # "on": the fused VAE loss and its gradient under torch.compile (seconds to a minute,
+    # once); "auto": only for runs long enough to pay for it (pyro_vae/train/compilation.py)
     compile: str = "auto"
     # learning rate of epoch e = lr x schedule(e): "constant", "iwae" (Burda et al.'s 3^i-epoch
     # stages), "step" (x lr_decay every lr_step epochs), "exponential" (x lr_decay per epoch)

@@ -274,8 +274,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--compile",
         choices=COMPILE_SETTINGS,
-        help="on: the fused VAE loss under torch.compile (a one-time compile of seconds to a "
-        "minute); auto: only for runs long enough to pay for it",
+        help="on: the fused VAE loss and its gradient under torch.compile (a one-time compile "
+        "of seconds to a minute); auto: only for runs long enough to pay for it",
     )
     add_threads(train, None)  # None: the config's train.threads
     add_tensorboard(train, "to DIR/<run id>")

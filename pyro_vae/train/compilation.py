@@ -39,9 +39,10 @@ __all__ = ["COMPILE_PAYS_AFTER", "COMPILE_SETTINGS", "CompiledStep", "resolve_co
 
 COMPILE_SETTINGS = ("auto", "on", "off")
 # steps after which a compiled step has surely repaid its compile on a small CPU: a first
-# compile (inductor's disk cache empty) takes up to a minute, and a batch-128 step saves about
-# a millisecond or two (benchmarks/vs_numpyro.py; the README's "Compiling the training step")
-COMPILE_PAYS_AFTER = 60_000
+# compile (inductor's disk cache empty) takes about 40 s, and a batch-128 step saves a few
+# milliseconds; counted at half the saving measured (benchmarks/NOTES.md), for a machine's
+# faster phases where the eager step gains most
+COMPILE_PAYS_AFTER = 25_000
 
 
 def resolve_compile(setting: str, steps: int, loss_fn, model, guide, batch: torch.Tensor,

@@ -322,7 +322,7 @@ def test_the_speed_prose_agrees_with_its_tables():
             f"{routes[1024][compiled][4]} s;") in flat
     fit_compiled = ["fit, elbo=fused, compile=on",
                     "fit, elbo=fused, precision=bfloat16, compile=on"]
-    assert (f"`fit`'s own compiled loss (`compile=on`: {plain(128, fit_compiled[0])}x and "
+    assert (f"`fit`'s own compiled step (`compile=on`: {plain(128, fit_compiled[0])}x and "
             f"{plain(128, fit_compiled[1])}x plain at batch 128 in float32 and bfloat16, "
             f"{plain(1024, fit_compiled[0])}x and {plain(1024, fit_compiled[1])}x at batch 1024)"
             ) in flat

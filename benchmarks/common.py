@@ -38,17 +38,25 @@ def setup(overrides=(), device="cpu", seed=0):
     )
 
 
-def median_seconds(rounds: int, routes: dict) -> dict[str, float]:
-    """Median seconds per epoch of each route, the routes taking turns epoch by epoch.
+def turn_seconds(rounds: int, routes: dict) -> dict[str, list[float]]:
+    """Seconds per epoch of each route in each of ``rounds`` turns, the routes taking turns
+    epoch by epoch.
 
     ``routes`` maps a name to a callable that trains one epoch and returns its seconds.
-    Taking turns makes the noise of a shared machine hit every route alike.
+    Taking turns makes the noise of a shared machine hit every route alike; the ratio of two
+    routes within one turn is free of the machine's drift from turn to turn.
     """
     seconds = {name: [] for name in routes}
     for _ in range(rounds):
         for name, epoch in routes.items():
             seconds[name].append(epoch())
-    return {name: statistics.median(values) for name, values in seconds.items()}
+    return seconds
+
+
+def median_seconds(rounds: int, routes: dict) -> dict[str, float]:
+    """Median seconds per epoch of each route over :func:`turn_seconds`' turns."""
+    return {name: statistics.median(values)
+            for name, values in turn_seconds(rounds, routes).items()}
 
 
 def test_elbo(model, guide, x_test, particles: int = 100, seed: int = 0) -> float:

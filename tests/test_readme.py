@@ -275,8 +275,8 @@ def test_the_speed_prose_agrees_with_its_tables():
     to_loop = {(text is full_text, int(b)): f"{value}x" for text in (small_text, full_text)
                for b, value in re.findall(r"- batch (\d+): .*fit float32 / bare loop = ([\d.]+)",
                                           text)}
-    assert (f"runs at {to_loop[False, 128]} its bare loop at batch 128 ({to_loop[False, 1024]} "
-            f"at batch 1024; on full-MNIST-size epochs, {to_loop[True, 128]} and "
+    assert (f"turn by turn: {to_loop[False, 128]} at batch 128 and {to_loop[False, 1024]} at "
+            f"batch 1024 (on full-MNIST-size epochs, {to_loop[True, 128]} and "
             f"{to_loop[True, 1024]})") in flat
     assert (f"({speed(small, default, 128):,.0f} against {speed(small, fit32, 128):,.0f} "
             f"examples/s on mnist5k's epochs, {speed(full, default, 128):,.0f} against "
@@ -295,7 +295,11 @@ def test_the_speed_prose_agrees_with_its_tables():
             "batch 1024") in flat
     assert f"one-time cost: {row(small, compiled, 128)[5]} s in the table above" in flat
     saved = re.search(r"- batch 128: .* \(([\d.]+) ms saved per step\)", numpyro_text)[1]
-    assert f"repaid at the {saved} ms a batch-128 step saved in this run" in flat
+    full_steps = -(-int(re.search(r"full-MNIST size \((\d+) rows", numpyro_text)[1]) // 128)
+    full_saved = (_number(row(full, default, 128)[2])
+                  - _number(row(full, compiled, 128)[2])) / full_steps
+    assert (f"a batch-128 step saved {saved} ms on mnist5k's epochs in this run and "
+            f"{full_saved * 1e3:.2f} ms on the full-MNIST-size ones") in flat
     assert f"runs of at least {COMPILE_PAYS_AFTER:,} steps (`COMPILE_PAYS_AFTER`" in flat
     train = load_config(None).train
     rows = int(re.search(r"(\d+) dynamically binarized mnist5k training", numpyro_text)[1])

@@ -130,6 +130,7 @@ class CompiledStep:
         # the gradient is the graph's output, not autograd's: the graph's inputs are p's values
         # (same storage, updated in place by the optimizer) without autograd's history
         self._values = {name: p.detach() for name, p in self.params.items()}
+        self._scales: tuple = (None, None)  # the sites' scales and the tensor holding them
 
     def __call__(self, x: torch.Tensor, n: int) -> torch.Tensor:
         grads, row = self._loss_and_grads(x, n)
@@ -147,7 +148,10 @@ class CompiledStep:
         return time.perf_counter() - start
 
     def _loss_and_grads(self, x: torch.Tensor, n: int):
-        scales = torch.tensor(self.plan.scales(x.shape[0], n), device=x.device)
+        scales = self.plan.scales(x.shape[0], n)
+        if self._scales[0] != scales:  # new values only during KL warm-up: a copy to the device
+            self._scales = (scales, torch.tensor(scales, device=x.device))
+        scales = self._scales[1]
         # without distribution validation, as the fused loss (FusedPlan.loss says why)
         with pyro.validation_enabled(False):
             return _compiled_loss_and_grads()(self.objective, self._values, x, scales,

@@ -139,9 +139,9 @@ def fit(
         printed before the first epoch (with ``progress``) and kept in the result.
 
     compile : {"off", "on", "auto"}
-        "on" runs each full batch's step (fused VAE loss, gradient, NaN guard and Adam) as one
-        ``torch.compile`` graph (:mod:`.compilation`), compiled once before the first epoch;
-        "auto" only when the run is long enough to pay for it.
+        "on" computes each full batch's fused VAE loss, its gradient and the NaN guard's flag
+        as one ``torch.compile`` graph, then takes the fused Adam step (:mod:`.compilation`);
+        compiled once before the first epoch; "auto" only when the run is long enough to pay.
         The choice, its reason and the compile's seconds are printed and kept in the result.
     lr_schedule : callable, optional
         Epoch (0-based) -> multiplier of ``lr`` for that epoch (:mod:`.schedules`); the

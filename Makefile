@@ -36,7 +36,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/vae_throughput.py --compile --markdown docs/results/vae_throughput.md
 	$(BIN)/python benchmarks/vs_numpyro.py --markdown docs/results/vs_numpyro.md
-	$(BIN)/python benchmarks/step_profile.py --markdown docs/results/step_profile.md
+	$(BIN)/python benchmarks/step_profile.py --compiled --markdown docs/results/step_profile.md
 	$(BIN)/python benchmarks/vae_reference.py --epochs 30
 	$(BIN)/python benchmarks/gmm_vs_sklearn.py --quick
 

@@ -10,14 +10,19 @@ operator's self time goes to one kind:
     Adam              aten::_fused_adam_ and the optimizer's other foreach kernels
     NaN guard         the gradients' norm and the non-finite flag (aten::_foreach_norm,
                       linalg_vector_norm, isfinite, logical_not, stack)
+    generated kernels with ``compile=on``: the compiled graph's own kernels (inductor's
+                      element-wise and reduction loops; the products it calls are
+                      "matrix products") and Dynamo's check of the graph's guards
     other             every other operator: element-wise terms, reductions, indexing
 
 and the table gives each kind's share of the operators' total and milliseconds per step.  The
 profiler's own overhead inflates small operators, so the shares, not the absolute times, are
-what to compare (route against route, precision against precision).
+what to compare (route against route, precision against precision).  With ``--compiled`` each
+precision is profiled with ``compile="on"`` too (after a warm-up epoch that compiles; the
+profiled run's own compile check adds one graph call to its 32 steps).
 
     python benchmarks/step_profile.py [--batch-size 128] [--precisions float32,bfloat16]
-        [--train-size N] [--threads N] [--markdown docs/results/step_profile.md]
+        [--compiled] [--train-size N] [--threads N] [--markdown docs/results/step_profile.md]
 """
 
 from __future__ import annotations
@@ -39,37 +44,48 @@ KINDS = {
     "NaN guard": ("aten::_foreach_norm", "aten::linalg_vector_norm", "aten::isfinite",
                   "aten::logical_not", "aten::stack"),
     "Adam": ("aten::_fused_adam_",),
+    "generated kernels": ("TorchDynamo Cache Lookup",),
 }
 OTHER = "other"
+# the profiler's name of a call of a compiled graph: "## Call CompiledFxGraph <hash> ##"
+GRAPH_CALL = "## Call CompiledFxGraph"
 
 
-def kind_of(name: str) -> str:
-    """The kind of the operator ``name``: its entry in :data:`KINDS`; the optimizer's other
-    foreach kernels are Adam's (``_foreach_norm``, the guard's, is named there)."""
+def kind_of(name: str) -> str | None:
+    """The kind of the profiler event ``name``: its entry in :data:`KINDS`; the optimizer's
+    other foreach kernels are Adam's (``_foreach_norm``, the guard's, is named there); None
+    for events that are not operators (Python-level ranges, whose self time is overhead)."""
     for kind, names in KINDS.items():
         if name in names:
             return kind
+    if name.startswith(GRAPH_CALL):
+        return "generated kernels"
+    if not name.startswith("aten::"):
+        return None
     return "Adam" if name.startswith("aten::_foreach_") else OTHER
 
 
-def profile_epoch(precision: str, batch_size: int, data) -> tuple[dict[str, float], int]:
+def profile_epoch(precision: str, batch_size: int, data,
+                  compile: str = "off") -> tuple[dict[str, float], int]:
     """({kind: self CPU microseconds}, steps) of one profiled ``fit`` epoch after a warm-up."""
     config, x_train, _, transform, model0, guide0, *_ = data
     model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
     options = dict(batch_size=batch_size, elbo=config.inference.elbo, lr=config.train.lr,
-                   batch_transform=transform, progress=False, precision=precision)
+                   batch_transform=transform, progress=False, precision=precision,
+                   compile=compile)
     fit(model, guide, x_train, epochs=1, **options)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fit(model, guide, x_train, epochs=1, **options)
     times = dict.fromkeys([*KINDS, OTHER], 0.0)
     for event in prof.key_averages():
-        if event.key.startswith("aten::"):
-            times[kind_of(event.key)] += event.self_cpu_time_total
+        kind = kind_of(event.key)
+        if kind is not None:
+            times[kind] += event.self_cpu_time_total
     return times, -(-x_train.shape[0] // batch_size)
 
 
 def markdown(rows: dict[str, tuple[dict[str, float], int]]) -> str:
-    """One column per precision: each kind's share of the operators' time and ms per step."""
+    """Two columns per route: each kind's share of the operators' time and ms per step."""
     precisions = list(rows)
     lines = ["| kind | " + " | ".join(f"{p}: share | {p}: ms/step" for p in precisions) + " |",
              "|---|" + "---:|---:|" * len(precisions)]
@@ -84,10 +100,13 @@ def markdown(rows: dict[str, tuple[dict[str, float], int]]) -> str:
 
 
 def main(argv=None) -> dict:
-    """Profile the epochs; returns {precision: ({kind: us}, steps)} and the table."""
+    """Profile the epochs; returns {route: ({kind: us}, steps)} and the table (a route is a
+    precision, or a precision and ", compiled")."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also profile each precision with compile='on'")
     parser.add_argument("--train-size", type=int, help="cut (or tile) the training rows to N")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
     parser.add_argument("--markdown", help="also write the table to this file (the README's "
@@ -99,7 +118,11 @@ def main(argv=None) -> dict:
     if args.train_size:
         x_train = x_train.repeat(-(-args.train_size // x_train.shape[0]), 1)[: args.train_size]
     data = (config, x_train, *rest)
-    rows = {p: profile_epoch(p, args.batch_size, data) for p in args.precisions.split(",")}
+    precisions = args.precisions.split(",")
+    rows = {p: profile_epoch(p, args.batch_size, data) for p in precisions}
+    if args.compiled:
+        rows |= {f"{p}, compiled": profile_epoch(p, args.batch_size, data, compile="on")
+                 for p in precisions}
     table = markdown(rows)
     intro = (f"One `fit` epoch of {x_train.shape[0]} mnist5k rows at batch {args.batch_size}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}: the operators' self "

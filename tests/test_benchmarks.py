@@ -137,6 +137,8 @@ def test_step_profile_splits_an_epoch_into_kinds_that_add_up(monkeypatch):
     assert step_profile.kind_of("aten::_foreach_norm") == "NaN guard"
     assert step_profile.kind_of("aten::_foreach_add_") == "Adam"
     assert step_profile.kind_of("aten::softplus") == "other"
+    assert step_profile.kind_of("## Call CompiledFxGraph fzz1 ##") == "generated kernels"
+    assert step_profile.kind_of("Optimizer.step#Adam.step") is None  # a range, not an operator
     result = step_profile.main(["--batch-size", "64", "--train-size", "256", "--threads", "1"])
     (full, steps), (half, _) = result["rows"]["float32"], result["rows"]["bfloat16"]
     assert steps == 4
@@ -144,5 +146,6 @@ def test_step_profile_splits_an_epoch_into_kinds_that_add_up(monkeypatch):
         assert set(times) == {*step_profile.KINDS, "other"}
         assert times["matrix products"] > 0 and times["random draws"] > 0
         assert times["NaN guard"] > 0 and times["Adam"] > 0
+        assert times["generated kernels"] == 0  # nothing compiled
     assert half["casts"] > full["casts"]
     assert "| total | 100.0% |" in result["table"]

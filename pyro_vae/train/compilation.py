@@ -33,7 +33,7 @@ from torch import nn
 from ..elbos import FusedELBO
 from ..elbos.fused import FusedPlan, negative_elbo
 from ..rng import forked_rng
-from .step import nonfinite, step_unless, total_norm
+from .step import nonfinite, step_unless
 
 __all__ = ["COMPILE_PAYS_AFTER", "COMPILE_SETTINGS", "CompiledStep", "resolve_compile"]
 
@@ -96,7 +96,9 @@ def _loss_and_grads(objective: _Objective, params: dict[str, torch.Tensor], x: t
 
     grads, loss = torch.func.grad_and_value(loss_of)(params)
     grads = list(grads.values())
-    norm = total_norm(loss, grads)
+    # a sum of squares, which inductor fuses into the kernels writing the gradients, where
+    # total_norm's foreach norms are eager calls out of the graph
+    norm = torch.stack([g.square().sum() for g in grads]).sum().sqrt()
     return grads, torch.stack([loss, nonfinite(loss, norm), norm])
 
 

@@ -386,3 +386,11 @@ def test_the_step_profile_prose_agrees_with_its_table():
     cost = float(half("casts")) - float(full("casts"))
     gain = float(full("matrix products")) - float(half("matrix products"))
     assert cost > 0.5 * gain  # "most of"
+    compiled, compiled16 = (lambda kind: rows[kind][5]), (lambda kind: rows[kind][7])
+    assert (f"({compiled('total')} ms per step in float32 and {compiled16('total')} in bfloat16, "
+            f"against {full('total')} and {half('total')} eager)") in flat
+    assert (f"In bfloat16 its generated kernels take {compiled16('generated kernels')} ms "
+            f"against {compiled('generated kernels')} in float32") in flat
+    assert (f"is Adam ({compiled('Adam')} ms) and the random draws "
+            f"({compiled('random draws')} ms)") in flat
+    assert abs(float(compiled("total")) / float(full("total")) - 1) < 0.15  # "about as long"

@@ -278,6 +278,11 @@ def test_the_speed_prose_agrees_with_its_tables():
     assert (f"turn by turn: {to_loop[False, 128]} at batch 128 and {to_loop[False, 1024]} at "
             f"batch 1024 (on full-MNIST-size epochs, {to_loop[True, 128]} and "
             f"{to_loop[True, 1024]})") in flat
+    guard = [row for row in _rows("step_profile.md") if row[0] == "NaN guard"][0][2]
+    assert (f"the NaN guard's gradient norm and flag, takes {guard} ms per step in "
+            f"`benchmarks/step_profile.py` below, "
+            f"{float(guard) / (128 / speed(small, fit32, 128) * 1e3):.0%} of a batch-128 step"
+            ) in flat
     assert (f"({speed(small, default, 128):,.0f} against {speed(small, fit32, 128):,.0f} "
             f"examples/s on mnist5k's epochs, {speed(full, default, 128):,.0f} against "
             f"{speed(full, fit32, 128):,.0f} on full-MNIST-size ones)") in flat

@@ -39,9 +39,9 @@ __all__ = ["COMPILE_PAYS_AFTER", "COMPILE_SETTINGS", "CompiledStep", "resolve_co
 
 COMPILE_SETTINGS = ("auto", "on", "off")
 # steps after which a compiled step has surely repaid its compile on a small CPU: a first
-# compile (inductor's disk cache empty) takes about 40 s, and a batch-128 step saves 1.4 to
-# 3.4 ms (benchmarks/NOTES.md): at the smallest saving it pays after ~28,000 steps
-COMPILE_PAYS_AFTER = 30_000
+# compile (inductor's disk cache empty) takes about 40 s, and a batch-128 step saves 0.6 to
+# 3.4 ms (benchmarks/NOTES.md): at the smallest saving it pays after ~67,000 steps
+COMPILE_PAYS_AFTER = 70_000
 
 
 def resolve_compile(setting: str, steps: int, loss_fn, model, guide, batch: torch.Tensor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import statistics
 
 import pyro
@@ -38,18 +39,26 @@ def setup(overrides=(), device="cpu", seed=0):
     )
 
 
-def turn_seconds(rounds: int, routes: dict) -> dict[str, list[float]]:
+def turn_seconds(rounds: int, routes: dict, shuffle_seed: int | None = None
+                 ) -> dict[str, list[float]]:
     """Seconds per epoch of each route in each of ``rounds`` turns, the routes taking turns
     epoch by epoch.
 
     ``routes`` maps a name to a callable that trains one epoch and returns its seconds.
     Taking turns makes the noise of a shared machine hit every route alike; the ratio of two
-    routes within one turn is free of the machine's drift from turn to turn.
+    routes within one turn is free of the machine's drift from turn to turn.  With
+    ``shuffle_seed`` each turn runs the routes in a fresh random order, so no route always
+    follows the same one (a route can leave the CPU slower for the next: its clock after
+    AVX-512 or AMX work, its caches, a runtime's threads still spinning).
     """
     seconds = {name: [] for name in routes}
+    order = random.Random(shuffle_seed) if shuffle_seed is not None else None
     for _ in range(rounds):
-        for name, epoch in routes.items():
-            seconds[name].append(epoch())
+        names = list(routes)
+        if order is not None:
+            order.shuffle(names)
+        for name in names:
+            seconds[name].append(routes[name]())
     return seconds
 
 

@@ -21,7 +21,8 @@ bookkeeping (NaN guard, progress, checkpoints' state) costs is their ratio.  And
 ``train.compile = "auto"`` turns it on for long runs) at the default precision and in float32,
 its compile counted as one-time.
 
-The routes take turns (the noise of a shared machine hits all alike), each turn two epochs of
+The routes take turns (the noise of a shared machine hits all alike), in a fresh random order
+each turn (no route always runs right after the same one), each turn two epochs of
 which the second is timed; the first epoch of each route is a warm-up whose extra time
 (JAX's compilation, ``fit``'s set-up) is reported separately.  The table gives the median
 seconds per epoch over ``--repeats`` turns, examples per second and the throughput ratio
@@ -353,7 +354,7 @@ def throughput(batch_size: int, args, data) -> list[dict]:
     turns = {key: _after_a_pause(epoch if key in setups
                                  else (lambda epoch=epoch: (epoch(), epoch())[1]))
              for key, epoch in epochs.items()}
-    per_turn = turn_seconds(args.repeats, turns)
+    per_turn = turn_seconds(args.repeats, turns, shuffle_seed=args.seed)
     seconds = {key: statistics.median(values) for key, values in per_turn.items()}
     rows = []
     for key, s in seconds.items():

@@ -149,3 +149,22 @@ def test_step_profile_splits_an_epoch_into_kinds_that_add_up(monkeypatch):
         assert times["generated kernels"] == 0  # nothing compiled
     assert half["casts"] > full["casts"]
     assert "| total | 100.0% |" in result["table"]
+
+
+def test_turns_in_a_shuffled_order_time_every_route_every_turn(monkeypatch):
+    """``turn_seconds`` with a seed: every route once per turn, the orders differ between
+    turns (no route always follows the same one), the seconds are each route's own."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from common import turn_seconds
+
+    calls = []
+    routes = {name: (lambda name=name: calls.append(name) or float(ord(name)))
+              for name in "abcde"}
+    seconds = turn_seconds(6, routes, shuffle_seed=0)
+    assert seconds == {name: [float(ord(name))] * 6 for name in "abcde"}
+    turns = [tuple(calls[i:i + 5]) for i in range(0, 30, 5)]
+    assert all(sorted(turn) == list("abcde") for turn in turns)
+    assert len(set(turns)) > 1
+    calls.clear()
+    turn_seconds(2, routes)
+    assert calls == list("abcde") * 2  # no seed: the given order

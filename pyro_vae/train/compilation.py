@@ -39,8 +39,8 @@ __all__ = ["COMPILE_PAYS_AFTER", "COMPILE_SETTINGS", "CompiledStep", "resolve_co
 
 COMPILE_SETTINGS = ("auto", "on", "off")
 # steps after which a compiled step has surely repaid its compile on a small CPU: a first
-# compile (inductor's disk cache empty) takes about 40 s, and a batch-128 step saves 0.6 to
-# 3.4 ms (benchmarks/NOTES.md): at the smallest saving it pays after ~67,000 steps
+# compile (inductor's disk cache empty) takes about 40 s, and a batch-128 step of a full-MNIST
+# epoch saves 0.64 to 2.9 ms (benchmarks/NOTES.md): at the smallest it pays after ~62,000 steps
 COMPILE_PAYS_AFTER = 70_000
 
 

@@ -87,8 +87,9 @@ class _Objective(nn.Module):
 def _loss_and_grads(objective: _Objective, params: dict[str, torch.Tensor], x: torch.Tensor,
                     scales: torch.Tensor, dtype: torch.dtype | None):
     """(the gradients of -ELBO in ``params``' order, ``[loss, bad, ||g||_2]``) for the batch
-    x (B, D): the loss and its gradient by ``torch.func.grad_and_value``, then the NaN guard's
-    flag and norm (:mod:`.step`).  ``dtype``: the loss's autocast dtype, None for float32."""
+    x (B, D): the loss and its gradient by ``torch.func.grad_and_value``, then the gradient's
+    norm and the NaN guard's flag (:func:`.step.nonfinite`).  ``dtype``: the loss's autocast
+    dtype, None for float32."""
 
     def loss_of(theta):
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
@@ -97,7 +98,7 @@ def _loss_and_grads(objective: _Objective, params: dict[str, torch.Tensor], x: t
     grads, loss = torch.func.grad_and_value(loss_of)(params)
     grads = list(grads.values())
     # a sum of squares, which inductor fuses into the kernels writing the gradients, where
-    # total_norm's foreach norms are eager calls out of the graph
+    # svi_step's foreach norms are eager calls out of the graph
     norm = torch.stack([g.square().sum() for g in grads]).sum().sqrt()
     return grads, torch.stack([loss, nonfinite(loss, norm), norm])
 

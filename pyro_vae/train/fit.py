@@ -174,8 +174,9 @@ def fit(
     )
     # float32 enters no autocast context at all: entering a disabled one still costs two
     # calls per step
-    autocast = (nullcontext() if precision == "float32"
-                else torch.autocast(x_train.device.type, dtype=PRECISIONS[precision]))
+    dtype = None if precision == "float32" else PRECISIONS[precision]  # the loss's autocast
+    autocast = (nullcontext() if dtype is None
+                else torch.autocast(x_train.device.type, dtype=dtype))
     latent_scale = ScaleLatents()
     scaled_model, scaled_guide = latent_scale(model), latent_scale(guide)
     steps_per_epoch = -(-n // batch_size)
@@ -198,8 +199,7 @@ def fit(
     compiled_step = None  # the full batches' step when compiled, else None
     if compiled and n >= batch_size:
         compiled_step = CompiledStep(loss_fn.plan(scaled_model, scaled_guide, first, n=n),
-                                     num_particles, optimizer,
-                                     None if precision == "float32" else PRECISIONS[precision])
+                                     num_particles, optimizer, dtype)
         result.compile_seconds = compiled_step.compile(first, n)
     result.compiled, result.compile_reason = compiled, compile_reason
     if progress and compile != "off":

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bad_step", "nonfinite", "step_unless", "svi_step", "total_norm"]
+__all__ = ["bad_step", "nonfinite", "step_unless", "svi_step"]
 
 
-def total_norm(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+def _total_norm(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     """||g||_2 over all gradients, a 0-dim tensor on the loss's device: one foreach kernel for
     the per-tensor norms, then the norm of those; NaN/inf when any gradient element is.
 
@@ -32,7 +32,7 @@ def nonfinite(loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 def bad_step(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     """1.0 when the loss or any gradient is NaN/inf, else 0.0: a float tensor on the loss's
     device, computed without reading it (the gradients' norm is NaN/inf when any element is)."""
-    return nonfinite(loss, total_norm(loss, grads))
+    return nonfinite(loss, _total_norm(loss, grads))
 
 
 def step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
@@ -61,7 +61,7 @@ def svi_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params) -> to
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    norm = total_norm(loss, [p.grad for p in params if p.grad is not None])
+    norm = _total_norm(loss, [p.grad for p in params if p.grad is not None])
     bad = nonfinite(loss, norm)
     step_unless(optimizer, bad)
     return torch.stack([loss.detach(), bad, norm])

@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -271,15 +270,16 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path, cap
     file is left, and a resume finishes the run."""
     out = tmp_path / "run"
     saves = []
-    real_mkstemp = tempfile.mkstemp
+    real_save = torch.save
 
-    def disk_fills_after_one_save(*args, **kwargs):
-        saves.append(args)
+    def disk_fills_after_one_save(payload, file):
+        saves.append(file)
         if len(saves) == 1:
-            return real_mkstemp(*args, **kwargs)
-        return os.open("/dev/full", os.O_WRONLY), str(out / ".checkpoint.pt.full.tmp")
+            return real_save(payload, file)
+        with open("/dev/full", "wb") as full:  # writing or closing it raises ENOSPC
+            real_save(payload, full)
 
-    monkeypatch.setattr(tempfile, "mkstemp", disk_fills_after_one_save)
+    monkeypatch.setattr(torch, "save", disk_fills_after_one_save)
     assert main(["train", *TINY_ARGS, "--quiet", "--epochs", "3", "--out", str(out)]) == 2
     monkeypatch.undo()
     err = capsys.readouterr().err

@@ -32,6 +32,7 @@ InferenceData of its seed-0 fit (:mod:`pyro_vae.arviz`) to ``FILE.<algorithm>.nc
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import statistics
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..files import write_text_atomically
 from ..inference.diagnostics import check_draws
 from ..train import TrainingLog
 from .compare_models import BUDGETS, COMPARE_MODELS, CompareModel, CompareRun
@@ -166,12 +168,13 @@ def run_compare(run: CompareRun) -> dict[str, Any]:
     table = summarize(rows)
     fields = ["algorithm", "seeds"] + [f"{m}_{s}" for m in (*METRICS, "seconds")
                                        for s in ("mean", "sd")]
-    with open(out / "comparison.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(table)
+    rows_csv = io.StringIO(newline="")
+    writer = csv.DictWriter(rows_csv, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(table)
+    write_text_atomically(out / "comparison.csv", rows_csv.getvalue())
     markdown = _markdown(table)
-    (out / "comparison.md").write_text(markdown)
+    write_text_atomically(out / "comparison.md", markdown)
     from ..plots.compare import save_comparison  # matplotlib: imported when the figure is drawn
 
     figure = save_comparison(table, out / "comparison.png",

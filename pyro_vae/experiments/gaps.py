@@ -28,6 +28,7 @@ image), gaps.md (the table) and the figures.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +41,7 @@ from ..config import MAX_PARTICLES, check_count
 from ..data import binarize_test_set, load_dataset
 from ..elbos import importance_estimate
 from ..errors import UserError
+from ..files import write_text_atomically
 from ..inference.ais import ais_log_likelihood
 from ..inference.latent_joint import LatentJoint
 from ..inference.local_flow import fit_local_flow
@@ -48,7 +50,7 @@ from ..inference.posterior_nuts import PosteriorDraws, posterior_nuts
 from ..plots import gaps as plots
 from ..progress import progress_bar, say
 from ..train import check_threads, running_threads
-from .runs import prepare_out, write_atomically, write_metrics
+from .runs import prepare_out, write_metrics
 from .vae import TrainedVAE, restore_vae
 
 __all__ = ["GapsOptions", "ROWS", "budget_line", "inference_gaps", "gaps_table", "run_gaps"]
@@ -258,12 +260,13 @@ def run_gaps(checkpoint: str | Path, out: str | Path, options: GapsOptions, *,
         columns, extra = inference_gaps(trained, x, options, progress)
     summary = {key: _mean_se(values) for key, values in columns.items()}
     budget = budget_line(options, x.shape[0])
-    with (out / "gaps.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", *columns])
-        for i in range(x.shape[0]):
-            writer.writerow([i, *(f"{float(v[i]):.4f}" for v in columns.values())])
-    write_atomically(out / "gaps.md", gaps_table(summary, budget))
+    rows_csv = io.StringIO(newline="")
+    writer = csv.writer(rows_csv)
+    writer.writerow(["image", *columns])
+    for i in range(x.shape[0]):
+        writer.writerow([i, *(f"{float(v[i]):.4f}" for v in columns.values())])
+    write_text_atomically(out / "gaps.csv", rows_csv.getvalue())
+    write_text_atomically(out / "gaps.md", gaps_table(summary, budget))
     figures = {"gaps": str(plots.save_gap_bars(summary, out / "gaps.png", budget))}
     if extra["panels"]:
         figures["posterior"] = str(plots.save_posterior_panels(extra["panels"],

@@ -10,7 +10,6 @@ saved mixture (``pyro-vae gmm-predict``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 
 from ..data import load_dataset, read_numpy
 from ..errors import UserError
+from ..files import atomic_write
 from ..inference.gaussian_mixture import GaussianMixture
 from ..inference.gmm import aic, bic, check_data, fit_gmm, selection_row
 from ..inference.gmm_em import check_reg_covar
@@ -351,10 +351,9 @@ def run_gmm_predict(model: Path, data: Path, out: Path, overwrite: bool = False)
     labels = responsibilities.argmax(-1)
     log_likelihood = mixture.score_samples(x)
     path = out / "predictions.npz"
-    tmp = out / ".predictions.tmp.npz"  # renamed into place: never half a file at ``path``
-    np.savez(tmp, labels=labels, responsibilities=responsibilities,
-             log_likelihood=log_likelihood)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:  # never half a file at ``path``
+        np.savez(f, labels=labels, responsibilities=responsibilities,
+                 log_likelihood=log_likelihood)
     metrics = {
         "model": str(model),
         "data": str(data),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import secrets
 import time
@@ -16,6 +15,7 @@ import torch
 
 from ..data import Dataset
 from ..errors import UserError
+from ..files import write_text_atomically
 from .ownership import claim_folder
 from .report import render_report
 
@@ -29,7 +29,6 @@ __all__ = [
     "new_run_id",
     "prepare_out",
     "strict_json",
-    "write_atomically",
     "write_metrics",
     "write_run_config",
 ]
@@ -85,25 +84,12 @@ def strict_json(value: Any, **options: Any) -> str:
     return json.dumps(finite(value), allow_nan=False, **options)
 
 
-def write_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file renamed over it: a kill or a full
-    disk midway leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_metrics(out: Path, metrics: dict[str, Any]) -> Path:
     """``metrics`` as indented, strict JSON in ``out/metrics.json``, and the folder's page for
     people, ``out/report.html`` (:func:`~pyro_vae.experiments.report.render_report`); the
     path of the metrics."""
-    path = write_atomically(out / "metrics.json", strict_json(metrics, indent=2) + "\n")
-    write_atomically(out / "report.html", render_report(out, metrics))
+    path = write_text_atomically(out / "metrics.json", strict_json(metrics, indent=2) + "\n")
+    write_text_atomically(out / "report.html", render_report(out, metrics))
     return path
 
 
@@ -120,7 +106,7 @@ def new_run_id() -> str:
 
 def write_run_config(out: Path, config_toml: str, run_id: str) -> Path:
     """``out/config.toml``: the run's config under a first line naming its run id."""
-    return write_atomically(out / "config.toml", f"{_RUN_ID_LINE}{run_id}\n{config_toml}")
+    return write_text_atomically(out / "config.toml", f"{_RUN_ID_LINE}{run_id}\n{config_toml}")
 
 
 def folder_run_id(out: str | Path) -> str | None:

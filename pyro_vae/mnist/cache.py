@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from . import hub  # hub.MEMBER_SHA256 is read at call time: tests and callers may replace it
 from .common import MnistArrays, SourceUnavailable, one_line
 
@@ -42,29 +42,22 @@ def cache_dir(cache: str | Path | None = None) -> Path:
 def save_npz(arrays: MnistArrays, path: str | Path, *, member_sha256: str | None = None) -> None:
     """Write ``arrays`` as a compressed ``.npz`` (uint8), atomically.
 
-    Written to a temporary name and renamed, so two runs fetching at once (the ranks of a
-    distributed run) never read half a file. ``member_sha256`` (default
+    Written to a temporary name and renamed (:func:`~pyro_vae.files.atomic_write`), so two
+    runs fetching at once (the ranks of a distributed run) never read half a file.
+    ``member_sha256`` (default
     :data:`~pyro_vae.mnist.hub.MEMBER_SHA256`) is stored beside the arrays and checked by
     :func:`load_npz`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tag = hub.MEMBER_SHA256 if member_sha256 is None else member_sha256
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez_compressed(
-                f,
-                x_train=arrays.x_train,
-                y_train=arrays.y_train,
-                x_test=arrays.x_test,
-                y_test=arrays.y_test,
-                member_sha256=np.array(tag),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(
+            f,
+            x_train=arrays.x_train,
+            y_train=arrays.y_train,
+            x_test=arrays.x_test,
+            y_test=arrays.y_test,
+            member_sha256=np.array(tag),
+        )
 
 
 def load_npz(path: str | Path, *, member_sha256: str | None = None) -> MnistArrays:

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..files import atomic_write
+
 __all__ = ["image_grid", "save_figure"]
 
 
@@ -33,9 +35,10 @@ def image_grid(images: torch.Tensor, image_shape: tuple[int, int], columns: int,
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save ``fig`` as a PNG at ``path`` (creating its folder) and close it; the path."""
+    """Save ``fig`` as a PNG at ``path`` (creating its folder; whole or not at all) and close
+    it; the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_write(path) as file:
+        fig.savefig(file, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -9,7 +9,6 @@ execute code, so loading a hostile file cannot run it.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..files import atomic_write
 from .state import FitResult, Progress, rng_state, set_lr, set_rng_state
 
 __all__ = [
@@ -39,37 +39,23 @@ REQUIRED_KEYS = ("format_version", "epoch", "config", "model_state", "guide_stat
 def save_tensors(path: str | Path, payload: Any, *, keep_previous: bool = False) -> Path:
     """``torch.save`` ``payload`` to ``path`` atomically; ``OSError`` (a full disk...) as raised.
 
-    The bytes go to a temporary file in the same folder, are flushed and fsynced,
-    and only then renamed over ``path``; with ``keep_previous`` the old file is first
-    hard-linked to ``*.prev.pt``, so ``path`` itself never goes missing.  A crash at
-    any moment leaves the old or the new file complete at ``path``.
+    The bytes go to a temporary file in the same folder, are flushed and fsynced, and only
+    then renamed over ``path`` (:func:`~pyro_vae.files.atomic_write`); with ``keep_previous``
+    the old file is first hard-linked to ``*.prev.pt``, so ``path`` itself never goes
+    missing.  A crash at any moment leaves the old or the new file complete at ``path``.
 
     ``PYRO_VAE_TEST_SAVE_DELAY`` (seconds) pauses between writing and renaming: a
     test hook that lets the kill tests strike in the middle of a save.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_write(path, durable=True) as file:
+        torch.save(payload, file)
         time.sleep(float(os.environ.get("PYRO_VAE_TEST_SAVE_DELAY", 0)))
         if keep_previous and path.exists():
             prev_tmp = path.with_name(f".{path.name}.prev.tmp")
             prev_tmp.unlink(missing_ok=True)
             os.link(path, prev_tmp)
             os.replace(prev_tmp, previous_checkpoint(path))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
     return path
 
 

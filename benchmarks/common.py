@@ -39,33 +39,33 @@ def setup(overrides=(), device="cpu", seed=0):
     )
 
 
-def turn_seconds(rounds: int, routes: dict, shuffle_seed: int | None = None
-                 ) -> dict[str, list[float]]:
-    """Seconds per epoch of each route in each of ``rounds`` turns, the routes taking turns
-    epoch by epoch.
+def take_turns(rounds: int, routes: dict, shuffle_seed: int | None = None) -> dict[str, list]:
+    """What each route returned in each of ``rounds`` turns, the routes taking turns epoch by
+    epoch.
 
-    ``routes`` maps a name to a callable that trains one epoch and returns its seconds.
-    Taking turns makes the noise of a shared machine hit every route alike; the ratio of two
-    routes within one turn is free of the machine's drift from turn to turn.  With
-    ``shuffle_seed`` each turn runs the routes in a fresh random order, so no route always
-    follows the same one (a route can leave the CPU slower for the next: its clock after
+    ``routes`` maps a name to a callable that runs one epoch and returns what it measured (its
+    seconds, a profile).  Taking turns makes the noise of a shared machine hit every route
+    alike; the ratio of two routes within one turn is free of the machine's drift from turn to
+    turn.  With ``shuffle_seed`` each turn runs the routes in a fresh random order, so no route
+    always follows the same one (a route can leave the CPU slower for the next: its clock after
     AVX-512 or AMX work, its caches, a runtime's threads still spinning).
     """
-    seconds = {name: [] for name in routes}
+    measured = {name: [] for name in routes}
     order = random.Random(shuffle_seed) if shuffle_seed is not None else None
     for _ in range(rounds):
         names = list(routes)
         if order is not None:
             order.shuffle(names)
         for name in names:
-            seconds[name].append(routes[name]())
-    return seconds
+            measured[name].append(routes[name]())
+    return measured
 
 
 def median_seconds(rounds: int, routes: dict) -> dict[str, float]:
-    """Median seconds per epoch of each route over :func:`turn_seconds`' turns."""
+    """Median seconds per epoch of each route over :func:`take_turns`' turns (each route's
+    callable returns an epoch's seconds)."""
     return {name: statistics.median(values)
-            for name, values in turn_seconds(rounds, routes).items()}
+            for name, values in take_turns(rounds, routes).items()}
 
 
 def test_elbo(model, guide, x_test, particles: int = 100, seed: int = 0) -> float:

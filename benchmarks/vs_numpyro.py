@@ -65,7 +65,7 @@ import time
 import numpy as np
 import pyro
 import torch
-from common import plain_test_elbo, setup, test_elbo, turn_seconds, write_markdown
+from common import plain_test_elbo, setup, take_turns, test_elbo, write_markdown
 from vae_throughput import elbo_loop_route, fit_route
 
 from pyro_vae.config import load_config
@@ -354,7 +354,7 @@ def throughput(batch_size: int, args, data) -> list[dict]:
     turns = {key: _after_a_pause(epoch if key in setups
                                  else (lambda epoch=epoch: (epoch(), epoch())[1]))
              for key, epoch in epochs.items()}
-    per_turn = turn_seconds(args.repeats, turns, shuffle_seed=args.seed)
+    per_turn = take_turns(args.repeats, turns, shuffle_seed=args.seed)
     seconds = {key: statistics.median(values) for key, values in per_turn.items()}
     rows = []
     for key, s in seconds.items():

@@ -139,7 +139,8 @@ def test_step_profile_splits_an_epoch_into_kinds_that_add_up(monkeypatch):
     assert step_profile.kind_of("aten::softplus") == "other"
     assert step_profile.kind_of("## Call CompiledFxGraph fzz1 ##") == "generated kernels"
     assert step_profile.kind_of("Optimizer.step#Adam.step") is None  # a range, not an operator
-    result = step_profile.main(["--batch-size", "64", "--train-size", "256", "--threads", "1"])
+    result = step_profile.main(["--batch-size", "64", "--train-size", "256", "--threads", "1",
+                                "--repeats", "2"])
     (full, steps), (half, _) = result["rows"]["float32"], result["rows"]["bfloat16"]
     assert steps == 4
     for times in (full, half):
@@ -151,20 +152,20 @@ def test_step_profile_splits_an_epoch_into_kinds_that_add_up(monkeypatch):
     assert "| total | 100.0% |" in result["table"]
 
 
-def test_turns_in_a_shuffled_order_time_every_route_every_turn(monkeypatch):
-    """``turn_seconds`` with a seed: every route once per turn, the orders differ between
-    turns (no route always follows the same one), the seconds are each route's own."""
+def test_turns_in_a_shuffled_order_run_every_route_every_turn(monkeypatch):
+    """``take_turns`` with a seed: every route once per turn, the orders differ between
+    turns (no route always follows the same one), what is kept is each route's own."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from common import turn_seconds
+    from common import take_turns
 
     calls = []
     routes = {name: (lambda name=name: calls.append(name) or float(ord(name)))
               for name in "abcde"}
-    seconds = turn_seconds(6, routes, shuffle_seed=0)
-    assert seconds == {name: [float(ord(name))] * 6 for name in "abcde"}
+    measured = take_turns(6, routes, shuffle_seed=0)
+    assert measured == {name: [float(ord(name))] * 6 for name in "abcde"}
     turns = [tuple(calls[i:i + 5]) for i in range(0, 30, 5)]
     assert all(sorted(turn) == list("abcde") for turn in turns)
     assert len(set(turns)) > 1
     calls.clear()
-    turn_seconds(2, routes)
+    take_turns(2, routes)
     assert calls == list("abcde") * 2  # no seed: the given order

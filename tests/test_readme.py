@@ -385,12 +385,13 @@ def test_the_step_profile_prose_agrees_with_its_table():
     rows = {row[0]: row[1:] for row in _rows("step_profile.md")}
     full, half = (lambda kind: rows[kind][1]), (lambda kind: rows[kind][3])  # ms/step cells
     flat = " ".join(README.split())
-    assert (f"In bfloat16 the casts take {half('casts')} ms per step against {full('casts')} in "
-            f"float32, while the products drop from {full('matrix products')} ms to "
-            f"{half('matrix products')}: the copies spend most of what the products gain") in flat
     cost = float(half("casts")) - float(full("casts"))
     gain = float(full("matrix products")) - float(half("matrix products"))
-    assert cost > 0.5 * gain  # "most of"
+    assert cost > 0.5 * gain  # at least "most of"
+    spend = "more than the products gain" if cost > gain else "most of what the products gain"
+    assert (f"In bfloat16 the casts take {half('casts')} ms per step against {full('casts')} in "
+            f"float32, while the products drop from {full('matrix products')} ms to "
+            f"{half('matrix products')}: the copies spend {spend}") in flat
     compiled, compiled16 = (lambda kind: rows[kind][5]), (lambda kind: rows[kind][7])
     assert (f"({compiled('total')} ms per step in float32 and {compiled16('total')} in bfloat16, "
             f"against {full('total')} and {half('total')} eager)") in flat

@@ -51,6 +51,7 @@ from pyro.infer import Predictive
 
 from .elbos import importance_estimate
 from .errors import UserError
+from .files import atomic_path
 from .guides.uniform_scale import SigmoidAffineTransform
 from .inference.uniform_scale import theta_draws_at
 from .models.gmm import MixtureParams
@@ -397,10 +398,11 @@ def _code_site(model, x: torch.Tensor) -> str:
 
 
 def save_inference_data(idata: az.InferenceData, path: str | Path) -> Path:
-    """Write ``idata`` to NetCDF (``.nc``) at ``path``, creating its folder."""
+    """Write ``idata`` to NetCDF (``.nc``) at ``path``, creating its folder; whole or not at
+    all (:func:`~pyro_vae.files.atomic_path`)."""
     path = Path(path)
     if path.suffix != ".nc":
         raise UserError(f"--idata {path}: give a NetCDF file name ending in .nc")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    idata.to_netcdf(str(path))
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp))
     return path

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pyro_vae.files import atomic_write, write_text_atomically
+from pyro_vae.files import atomic_path, atomic_write, write_text_atomically
 
 
 def leftovers(folder):
@@ -67,3 +67,19 @@ def test_permissions_are_those_of_a_plain_open(tmp_path):
 def test_text_is_utf8_whatever_the_locale(tmp_path):
     path = write_text_atomically(tmp_path / "note.md", "log p(x) ≥ ELBO – KL\n")
     assert path.read_bytes().decode("utf-8") == "log p(x) ≥ ELBO – KL\n"
+
+
+def test_a_writer_that_takes_a_file_name_gets_a_temporary_one(tmp_path):
+    """``atomic_path``: the writer is handed a fresh name beside the target (as NetCDF's
+    writers want a name, not a file); the target changes only when the block ends."""
+    path = tmp_path / "idata.nc"
+    write_text_atomically(path, "old")
+    with atomic_path(path) as tmp:
+        assert tmp.parent == tmp_path and tmp != path and tmp.exists()
+        tmp.write_text("new")
+        assert path.read_text() == "old"
+    assert path.read_text() == "new" and leftovers(tmp_path) == []
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("the writer failed")
+    assert path.read_text() == "new" and leftovers(tmp_path) == []

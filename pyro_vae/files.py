@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_path", "atomic_write", "write_text_atomically"]
+__all__ = ["atomic_path", "atomic_write", "remove_orphaned_temporaries", "write_text_atomically"]
 
 
 @contextmanager
@@ -76,3 +76,13 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     with atomic_write(path) as file:
         file.write(text.encode("utf-8"))
     return Path(path)
+
+
+def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writes killed midway left in ``folder`` (every
+    ``.<name>.<...>.tmp``: this module's and a checkpoint's ``.prev.tmp`` link); call it only
+    while owning the folder, when no write there can be under way.  The paths removed."""
+    orphans = sorted(Path(folder).glob(".*.*.tmp"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans

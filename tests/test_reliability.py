@@ -23,10 +23,11 @@ from pyro_vae.cli import main
 from pyro_vae.config import load_config
 from pyro_vae.errors import UserError
 from pyro_vae.experiments import vae as vae_experiment
-from pyro_vae.experiments.runs import folder_run_id
+from pyro_vae.experiments.runs import folder_run_id, prepare_out
 from pyro_vae.experiments.vae import train_vae
+from pyro_vae.files import remove_orphaned_temporaries
 from pyro_vae.train import CHECK_EVERY, TrainingDiverged, fit
-from pyro_vae.train.checkpoint import load_checkpoint, remove_orphaned_temporaries
+from pyro_vae.train.checkpoint import load_checkpoint
 from pyro_vae.train.step import bad_step, step_unless
 
 TINY = [
@@ -137,10 +138,26 @@ def test_sigkill_at_random_moments_then_resume(uninterrupted, tmp_path):
 def test_orphaned_temporaries_of_a_killed_save_are_removed(tmp_path):
     (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     (tmp_path / ".checkpoint.pt.prev.tmp").write_bytes(b"a link never renamed")
+    (tmp_path / ".metrics.json.0a1b2c3d.tmp").write_bytes(b"half the metrics")
     (tmp_path / "keep.tmp").write_bytes(b"not ours")
-    removed = remove_orphaned_temporaries(tmp_path / "checkpoint.pt")
-    assert [p.name for p in removed] == [".checkpoint.pt.abc123.tmp", ".checkpoint.pt.prev.tmp"]
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.tmp"]
+    (tmp_path / ".keep.tmp").write_bytes(b"not ours either")
+    removed = remove_orphaned_temporaries(tmp_path)
+    assert [p.name for p in removed] == [".checkpoint.pt.abc123.tmp", ".checkpoint.pt.prev.tmp",
+                                         ".metrics.json.0a1b2c3d.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep.tmp", "keep.tmp"]
+
+
+def test_a_command_taking_a_folder_removes_what_killed_writes_left_there(tmp_path):
+    """Every command's ``--out`` goes through ``prepare_out``: once it owns the folder, the
+    temporary files of writes killed midway (metrics, figures, checkpoints) are gone, and
+    nothing else is touched."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".samples.png.0a1b2c3d.tmp").write_bytes(b"half a figure")
+    (out / "notes.txt").write_text("the user's")
+    prepare_out(out, overwrite=False)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".pyro-vae")) == [
+        "notes.txt"]
 
 
 def test_sigint_saves_and_resume_finishes_the_same(uninterrupted, tmp_path):

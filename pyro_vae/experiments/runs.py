@@ -15,7 +15,7 @@ import torch
 
 from ..data import Dataset
 from ..errors import UserError
-from ..files import write_text_atomically
+from ..files import remove_orphaned_temporaries, write_text_atomically
 from .ownership import claim_folder
 from .report import render_report
 
@@ -53,14 +53,16 @@ def holds_run(folder: str | Path) -> bool:
 
 
 def prepare_out(out: str | Path, overwrite: bool) -> Path:
-    """Create ``out`` and own it (:func:`claim_folder`); refuse a folder in use by another
-    command, and one that holds another run unless ``overwrite``."""
+    """Create ``out`` and own it (:func:`claim_folder`), removing what killed writes left there;
+    refuse a folder in use by another command, and one that holds another run unless
+    ``overwrite``."""
     out = Path(out)
     try:
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file; give a folder")
         out.mkdir(parents=True, exist_ok=True)
         claim_folder(out)
+        remove_orphaned_temporaries(out)  # owned now: a temporary file there is a killed write's
     except OSError as exc:  # under a file, too long a name, read-only, full disk...
         raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose "
                         "another folder") from None

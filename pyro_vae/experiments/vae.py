@@ -30,7 +30,6 @@ from ..train import TrainingLog, fit, running_threads
 from ..train.checkpoint import (
     load_checkpoint,
     previous_checkpoint,
-    remove_orphaned_temporaries,
 )
 from ..train.schedules import make_schedule
 from .runs import (
@@ -139,8 +138,6 @@ def train_vae(
         rank, world = rank_and_world_size()
     lead = rank == 0
     out = prepare_out(out, overwrite or resume is not None) if lead else Path(out)
-    if lead:  # this process owns the folder: a temporary file there is a killed save's
-        remove_orphaned_temporaries(out / "checkpoint.pt")
     device = device_named(config.train.device, distributed)
     dataset = load_dataset(
         config.data.dataset, path=config.data.path, data_dir=config.data.data_dir, device=device

@@ -27,7 +27,6 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "previous_checkpoint",
-    "remove_orphaned_temporaries",
     "checkpoint_payload",
     "restore",
 ]
@@ -89,16 +88,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         state = "still holds the last complete one" if path.exists() else "was not written"
         raise UserError(f"cannot write the checkpoint {path} ({exc.strerror or exc}); "
                         f"{path.name} {state}: free space, then resume") from None
-
-
-def remove_orphaned_temporaries(path: str | Path) -> list[Path]:
-    """Delete the temporary files a killed :func:`save_checkpoint` of ``path`` left behind;
-    call it only while owning the folder (no save can be under way).  The paths removed."""
-    path = Path(path)
-    orphans = sorted(path.parent.glob(f".{path.name}.*tmp"))
-    for orphan in orphans:
-        orphan.unlink(missing_ok=True)
-    return orphans
 
 
 def previous_checkpoint(path: str | Path) -> Path:

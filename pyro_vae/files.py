@@ -10,14 +10,22 @@ see a partial file.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_path", "atomic_write", "remove_orphaned_temporaries", "write_text_atomically"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "remove_orphaned_temporaries",
+    "write_csv_atomically",
+    "write_text_atomically",
+]
 
 
 @contextmanager
@@ -77,6 +85,13 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
         file.write(text.encode("utf-8"))
     return Path(path)
 
+
+def write_csv_atomically(path: str | Path, rows: Iterable[Iterable]) -> Path:
+    """Write ``rows`` (the header first) as CSV (``csv.writer``'s dialect, UTF-8) to ``path``
+    through :func:`atomic_write`; the path."""
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    return write_text_atomically(path, text.getvalue())
 
 def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files that writes killed midway left in ``folder`` (every

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pyro_vae.files import atomic_path, atomic_write, write_text_atomically
+from pyro_vae.files import atomic_path, atomic_write, write_csv_atomically, write_text_atomically
 
 
 def leftovers(folder):
@@ -83,3 +83,13 @@ def test_a_writer_that_takes_a_file_name_gets_a_temporary_one(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("the writer failed")
     assert path.read_text() == "new" and leftovers(tmp_path) == []
+
+
+def test_csv_rows_are_written_as_the_csv_module_writes_them(tmp_path):
+    """The header, then the rows: commas and quotes quoted, csv's own CRLF line ends, UTF-8."""
+    path = write_csv_atomically(tmp_path / "table.csv",
+                                [["algorithm", "elbo"], ["svi, 5 particles", -1.5],
+                                 ['nuts "4 chains"', ""], ["μ-fit", 2]])
+    assert path.read_bytes() == ('algorithm,elbo\r\n"svi, 5 particles",-1.5\r\n'
+                                 '"nuts ""4 chains""",\r\nμ-fit,2\r\n').encode()
+    assert leftovers(tmp_path) == []

@@ -31,8 +31,6 @@ InferenceData of its seed-0 fit (:mod:`pyro_vae.arviz`) to ``FILE.<algorithm>.nc
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import statistics
@@ -41,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import write_text_atomically
+from ..files import write_csv_atomically, write_text_atomically
 from ..inference.diagnostics import check_draws
 from ..train import TrainingLog
 from .compare_models import BUDGETS, COMPARE_MODELS, CompareModel, CompareRun
@@ -168,11 +166,8 @@ def run_compare(run: CompareRun) -> dict[str, Any]:
     table = summarize(rows)
     fields = ["algorithm", "seeds"] + [f"{m}_{s}" for m in (*METRICS, "seconds")
                                        for s in ("mean", "sd")]
-    rows_csv = io.StringIO(newline="")
-    writer = csv.DictWriter(rows_csv, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(table)
-    write_text_atomically(out / "comparison.csv", rows_csv.getvalue())
+    write_csv_atomically(out / "comparison.csv",
+                         [fields, *([row.get(field, "") for field in fields] for row in table)])
     markdown = _markdown(table)
     write_text_atomically(out / "comparison.md", markdown)
     from ..plots.compare import save_comparison  # matplotlib: imported when the figure is drawn

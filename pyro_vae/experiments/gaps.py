@@ -27,8 +27,6 @@ image), gaps.md (the table) and the figures.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +39,7 @@ from ..config import MAX_PARTICLES, check_count
 from ..data import binarize_test_set, load_dataset
 from ..elbos import importance_estimate
 from ..errors import UserError
-from ..files import write_text_atomically
+from ..files import write_csv_atomically, write_text_atomically
 from ..inference.ais import ais_log_likelihood
 from ..inference.latent_joint import LatentJoint
 from ..inference.local_flow import fit_local_flow
@@ -260,12 +258,10 @@ def run_gaps(checkpoint: str | Path, out: str | Path, options: GapsOptions, *,
         columns, extra = inference_gaps(trained, x, options, progress)
     summary = {key: _mean_se(values) for key, values in columns.items()}
     budget = budget_line(options, x.shape[0])
-    rows_csv = io.StringIO(newline="")
-    writer = csv.writer(rows_csv)
-    writer.writerow(["image", *columns])
-    for i in range(x.shape[0]):
-        writer.writerow([i, *(f"{float(v[i]):.4f}" for v in columns.values())])
-    write_text_atomically(out / "gaps.csv", rows_csv.getvalue())
+    write_csv_atomically(out / "gaps.csv", [
+        ["image", *columns],
+        *([i, *(f"{float(v[i]):.4f}" for v in columns.values())] for i in range(x.shape[0])),
+    ])
     write_text_atomically(out / "gaps.md", gaps_table(summary, budget))
     figures = {"gaps": str(plots.save_gap_bars(summary, out / "gaps.png", budget))}
     if extra["panels"]:

@@ -27,10 +27,7 @@ from ..plots import vae as plots
 from ..plots.common import image_grid
 from ..plugins import loaded_plugins, require_plugins
 from ..train import TrainingLog, fit, running_threads
-from ..train.checkpoint import (
-    load_checkpoint,
-    previous_checkpoint,
-)
+from ..train.checkpoint import load_checkpoint, previous_checkpoint
 from ..train.schedules import make_schedule
 from .runs import (
     device_named,
